@@ -1,0 +1,90 @@
+"""Configuration, declared once.
+
+Each class is one section of ``luigi.cfg`` (defaults live there and in the parameter defaults below,
+which agree). Values can be overridden by ``LUIGI_CONFIG_PATH`` or on the command line, e.g.
+``--pipeline-database-url postgresql://...``. Secrets are never configuration: they come from the
+environment (see :func:`product_api_credentials`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import luigi
+
+
+class _Section(luigi.Config):
+    """A Config class whose ``luigi.cfg`` section is ``section`` rather than the class name."""
+
+    section = ""
+
+    @classmethod
+    def get_task_family(cls) -> str:
+        return cls.section or cls.__name__
+
+
+class PipelineConfig(_Section):
+    section = "pipeline"
+
+    database_url = luigi.Parameter(
+        default="sqlite:///var/warehouse.db",
+        description="SQLAlchemy URL of the warehouse: sqlite:///path or postgresql://user@host/db",
+    )
+    data_dir = luigi.Parameter(
+        default="var/data", description="Raw landings, validation results and reports live here"
+    )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+class CrmConfig(_Section):
+    section = "crm"
+
+    source = luigi.Parameter(
+        default="var/sample/crm/crm_{date}.csv",
+        description="Path or URL template of the daily CRM snapshot; {date} is YYYY-MM-DD",
+    )
+
+
+class ProductApiConfig(_Section):
+    section = "product_api"
+
+    base_url = luigi.Parameter(default="http://127.0.0.1:8765")
+    page_size = luigi.IntParameter(default=1000)
+    connect_timeout = luigi.FloatParameter(default=5.0, description="Seconds to open a connection")
+    read_timeout = luigi.FloatParameter(default=30.0, description="Seconds to wait for a response")
+    max_attempts = luigi.IntParameter(default=6, description="Attempts per request on 5xx/timeouts")
+    retry_budget_seconds = luigi.FloatParameter(
+        default=300.0, description="Total time one day's fetch may spend waiting to retry"
+    )
+    backoff_base_seconds = luigi.FloatParameter(default=0.5)
+    backoff_max_seconds = luigi.FloatParameter(default=30.0)
+    requests_per_second = luigi.FloatParameter(
+        default=0.0, description="Client-side request rate limit; 0 means unlimited"
+    )
+
+
+CLIENT_ID_ENV = "PRODUCT_API_CLIENT_ID"
+CLIENT_SECRET_ENV = "PRODUCT_API_CLIENT_SECRET"
+
+
+class MissingCredentialsError(RuntimeError):
+    """The product API's client credentials are not in the environment."""
+
+
+def product_api_credentials() -> tuple[str, str]:
+    """Client id and secret for the product API, from the environment only."""
+    client_id = os.environ.get(CLIENT_ID_ENV, "")
+    client_secret = os.environ.get(CLIENT_SECRET_ENV, "")
+    missing = [
+        name for name, value in ((CLIENT_ID_ENV, client_id), (CLIENT_SECRET_ENV, client_secret)) if not value
+    ]
+    if missing:
+        raise MissingCredentialsError(
+            f"set {' and '.join(missing)} in the environment: the product API's credentials are never read "
+            "from configuration files"
+        )
+    return client_id, client_secret

@@ -1,0 +1,527 @@
+"""The product-usage API: a client that survives a real API, raw landing of every page, and replay.
+
+SPEC section 3. One day's fetch walks the cursor pages, lands each page's bytes unchanged (atomically,
+beside a small record of the cursor that produced it) *before* parsing it, and writes the manifest last.
+A fetch that dies half way resumes from the last landed page; a day with a manifest is replayed from
+disk without calling the API. Client id, secret and token never reach a log, an exception or a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from pipeline import landing
+
+log = logging.getLogger(__name__)
+
+DATASET = "product_usage"
+USAGE_FIELDS = ("company_id", "active_users", "events")
+PAGE_NAME = "page-{number:05d}.json"
+PAGE_META_NAME = "page-{number:05d}.meta.json"
+
+
+class ProductApiError(RuntimeError):
+    """The usage for a day could not be fetched."""
+
+
+class ProductApiAuthError(ProductApiError):
+    """The API refused our credentials or our freshly issued token."""
+
+
+class DayNotReadyError(ProductApiError):
+    """The API has not published the day yet (404 not_ready): retry later, nothing is wrong."""
+
+
+class ProductApiUnavailableError(ProductApiError):
+    """Retries were exhausted (5xx, timeouts, connection errors or rate limits)."""
+
+
+class UsagePageError(ProductApiError):
+    """A landed page is not a valid usage page; the raw file stays for inspection."""
+
+
+class LandingIntegrityError(ProductApiError):
+    """A landed page no longer matches the checksum recorded for it."""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str
+    page_size: int = 1000
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 6
+    retry_budget_seconds: float = 300.0
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    requests_per_second: float = 0.0  # 0: no client-side limit
+
+
+@dataclass
+class FetchStats:
+    """What happened during one day's fetch, for logs and error messages."""
+
+    requests: int = 0
+    pages_fetched: int = 0
+    pages_resumed: int = 0
+    rows: int = 0
+    token_requests: int = 0
+    retries: Counter = field(default_factory=Counter)
+    waited_seconds: float = 0.0
+
+
+class RateLimiter:
+    """Spaces requests evenly so a client-side limit keeps the server's 429s rare."""
+
+    def __init__(self, requests_per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self.clock = clock
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = self.clock()
+            slot = max(now, self.next_slot)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            time.sleep(slot - now)
+
+
+def parse_retry_after(value: str | None, default: float = 1.0) -> float:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return default
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+class ProductApiClient:
+    """OAuth2 client-credentials, retries, backoff and rate limiting around one ``requests.Session``."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        client_id: str,
+        client_secret: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self.session = requests.Session()
+        self.rate_limiter = RateLimiter(settings.requests_per_second)
+        self.sleep = sleep
+        self.stats = FetchStats()
+        self._budget_started = time.monotonic()
+
+    def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
+        return f"ProductApiClient(base_url={self.settings.base_url!r})"
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.settings.connect_timeout, self.settings.read_timeout)
+
+    def _url(self, path: str) -> str:
+        return self.settings.base_url.rstrip("/") + path
+
+    # -- token ---------------------------------------------------------------------------------------
+
+    def _bearer(self) -> str:
+        # Refresh a little before expiry so that a page request never carries a token that dies in flight.
+        if self._token is None or time.monotonic() >= self._token_expires_at:
+            self._refresh_token()
+        return f"Bearer {self._token}"
+
+    def _refresh_token(self) -> None:
+        self.stats.token_requests += 1
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+        }
+        response = self._send("POST", "/oauth/token", what="the token request", data=form)
+        if response.status_code in (400, 401, 403):
+            raise ProductApiAuthError(
+                f"the product API refused the client credentials (HTTP {response.status_code} from "
+                f"{self._url('/oauth/token')}): check PRODUCT_API_CLIENT_ID and PRODUCT_API_CLIENT_SECRET"
+            )
+        if response.status_code != 200:
+            raise ProductApiError(f"token request failed with HTTP {response.status_code}")
+        try:
+            body = response.json()
+            token = body["access_token"]
+            expires_in = float(body.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ProductApiAuthError(
+                "the token response is not the expected JSON (access_token, expires_in)"
+            ) from error
+        if not isinstance(token, str) or not token:
+            raise ProductApiAuthError("the token response carries no access_token")
+        margin = min(60.0, expires_in * 0.1)
+        self._token = token
+        self._token_expires_at = time.monotonic() + max(0.0, expires_in - margin)
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
+        """Send with retries on 429, 5xx and transport errors; returns any other response.
+
+        Bounded by ``max_attempts`` per request and by ``retry_budget_seconds`` of waiting in total.
+        """
+        seen: Counter = Counter()
+        attempt = 0
+        while True:
+            self.rate_limiter.wait()
+            self.stats.requests += 1
+            try:
+                response = self.session.request(method, self._url(path), timeout=self.timeout, **kwargs)
+                _ = response.content  # read the whole body now: a truncated body is a transport error
+            except requests.Timeout:
+                problem, delay = "timeout", None
+            except (
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as error:
+                problem, delay = _transport_problem(error), None
+            else:
+                if response.status_code == 429:
+                    problem, delay = "HTTP 429", parse_retry_after(response.headers.get("Retry-After"))
+                elif response.status_code >= 500:
+                    problem, delay = f"HTTP {response.status_code}", None
+                else:
+                    return response
+            seen[problem] += 1
+            self.stats.retries[problem] += 1
+            attempt += 1
+            if delay is None:
+                delay = min(
+                    self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (attempt - 1)
+                ) * random.uniform(0.5, 1.0)
+            # A 429 says exactly when to come back; it does not count against the attempts for failures.
+            failures = sum(count for name, count in seen.items() if name != "HTTP 429")
+            spent = self.stats.waited_seconds
+            if failures >= self.settings.max_attempts or spent + delay > self.settings.retry_budget_seconds:
+                summary = ", ".join(f"{name} x{count}" for name, count in seen.most_common())
+                reason = (
+                    f"{failures} failed attempts (max_attempts={self.settings.max_attempts})"
+                    if failures >= self.settings.max_attempts
+                    else f"the retry budget of {self.settings.retry_budget_seconds:g}s is spent"
+                )
+                raise ProductApiUnavailableError(
+                    f"{what}: gave up after {attempt} tries, {reason}; seen: {summary}"
+                )
+            log.warning("%s: %s, retrying in %.1fs (try %d)", what, problem, delay, attempt + 1)
+            self.stats.waited_seconds += delay
+            self.sleep(delay)
+
+    def get_usage_page(self, day: dt.date, cursor: str | None, page_number: int) -> bytes:
+        """The raw body of one usage page (HTTP 200). Refreshes the token once on a 401."""
+        params: dict[str, Any] = {"date": day.isoformat(), "limit": self.settings.page_size}
+        if cursor:
+            params["cursor"] = cursor
+        what = f"usage page {page_number} of {day.isoformat()}"
+        for token_attempt in range(2):
+            response = self._send(
+                "GET",
+                "/v1/usage/daily",
+                what=what,
+                params=params,
+                headers={"Authorization": self._bearer(), "Accept": "application/json"},
+            )
+            if response.status_code == 401:
+                if token_attempt == 0:
+                    log.info("%s: token rejected (401), fetching a new token once", what)
+                    self._token = None
+                    continue
+                raise ProductApiAuthError(
+                    f"{what}: the API rejected a freshly issued token (401 twice in a row)"
+                )
+            if response.status_code == 404 and _error_code(response) == "not_ready":
+                raise DayNotReadyError(
+                    f"product usage for {day.isoformat()} is not published yet (404 not_ready): "
+                    "the day is not over or the data is late; run again later"
+                )
+            if response.status_code != 200:
+                raise ProductApiError(
+                    f"{what}: unexpected HTTP {response.status_code}: {response.text[:200]!r}"
+                )
+            return response.content
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _transport_problem(error: Exception) -> str:
+    text = str(error)
+    if "IncompleteRead" in text or "incomplete" in text.lower() or "Connection broken" in text:
+        return "truncated response"
+    if "RemoteDisconnected" in text or "reset" in text.lower() or "aborted" in text.lower():
+        return "connection dropped"
+    return "connection error"
+
+
+def _error_code(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+# -- pages ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    number: int
+    rows: list[tuple[str, int, int]]
+    next_cursor: str | None
+
+
+def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = None) -> UsagePage:
+    """Validate one page: JSON, the day asked for, ``data`` a list of well-typed rows, a cursor."""
+    where = f"usage page {number} of {day.isoformat()}" + (f" ({path})" if path else "")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsagePageError(
+            f"{where}: not valid JSON ({error}); the raw page is kept for inspection"
+        ) from error
+    if not isinstance(body, dict):
+        raise UsagePageError(f"{where}: expected a JSON object, got {type(body).__name__}")
+    if body.get("date") not in (None, day.isoformat()):
+        raise UsagePageError(f"{where}: the page is for date {body.get('date')!r}, not {day.isoformat()}")
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise UsagePageError(f"{where}: 'data' must be a list, got {type(data).__name__}")
+    next_cursor = body.get("next_cursor")
+    if next_cursor is not None and not isinstance(next_cursor, str):
+        raise UsagePageError(f"{where}: 'next_cursor' must be a string or null")
+    rows = []
+    for index, item in enumerate(data, start=1):
+        rows.append(_usage_row(item, f"{where}, row {index}"))
+    return UsagePage(number=number, rows=rows, next_cursor=next_cursor or None)
+
+
+def _usage_row(item: Any, where: str) -> tuple[str, int, int]:
+    if not isinstance(item, dict):
+        raise UsagePageError(f"{where}: expected an object, got {json.dumps(item)[:80]}")
+    missing = [name for name in USAGE_FIELDS if name not in item]
+    if missing:
+        unexpected = sorted(set(item) - set(USAGE_FIELDS))
+        extra = f"; unexpected field(s) {', '.join(unexpected)} (schema drift?)" if unexpected else ""
+        raise UsagePageError(f"{where}: missing field(s) {', '.join(missing)}{extra}")
+    company_id = item["company_id"]
+    if not isinstance(company_id, str) or not company_id.strip():
+        raise UsagePageError(f"{where}: company_id must be a non-empty string, got {json.dumps(company_id)}")
+    counts = []
+    for name in ("active_users", "events"):
+        value = item[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsagePageError(
+                f"{where} (company_id {company_id!r}): {name} must be a non-negative integer, "
+                f"got {json.dumps(value)}"
+            )
+        counts.append(value)
+    return (company_id, counts[0], counts[1])
+
+
+class DuplicateTracker:
+    """Finds a company_id that appears twice in one day, naming both pages."""
+
+    def __init__(self, day: dt.date) -> None:
+        self.day = day
+        self.page_of: dict[str, int] = {}
+
+    def add(self, page: UsagePage) -> None:
+        for company_id, _, _ in page.rows:
+            first = self.page_of.get(company_id)
+            if first is not None:
+                pages = f"page {first}" if first == page.number else f"page {first} and page {page.number}"
+                raise UsagePageError(
+                    f"usage for {self.day.isoformat()}: company_id {company_id!r} appears twice "
+                    f"(in {pages}); "
+                    "refusing to double count"
+                )
+            self.page_of[company_id] = page.number
+
+
+# -- landing, resume, replay ---------------------------------------------------------------------------
+
+
+ProgressCallback = Callable[[int, int], None]  # (pages landed, rows landed)
+
+
+def fetch_day(
+    client: ProductApiClient,
+    day: dt.date,
+    data_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Land every page of ``day`` under the raw area and write the manifest last; returns the manifest.
+
+    Pages already landed by an earlier, interrupted run are kept and not fetched again.
+    """
+    directory = landing.day_dir(data_dir, DATASET, day)
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = landing.read_manifest(directory)
+    if existing is not None:
+        return existing
+    tracker = DuplicateTracker(day)
+    pages_meta: list[dict[str, Any]] = []
+    cursor: str | None = None
+    rows = 0
+    for meta, page in _resume(directory, day):
+        tracker.add(page)
+        pages_meta.append(meta)
+        rows += len(page.rows)
+        cursor = page.next_cursor
+        client.stats.pages_resumed += 1
+    if pages_meta and cursor is None:
+        pass  # every page was landed before the interruption; only the manifest is missing
+    else:
+        number = len(pages_meta)
+        while True:
+            number += 1
+            raw = client.get_usage_page(day, cursor, number)
+            meta = _land_page(directory, number, raw, cursor)
+            page = parse_usage_page(raw, day, number, directory / meta["file"])
+            tracker.add(page)
+            pages_meta.append(meta)
+            rows += len(page.rows)
+            client.stats.pages_fetched += 1
+            if progress:
+                progress(len(pages_meta), rows)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    client.stats.rows = rows
+    manifest = {
+        "dataset": DATASET,
+        "date": day.isoformat(),
+        "base_url": client.settings.base_url,
+        "page_size": client.settings.page_size,
+        "page_count": len(pages_meta),
+        "row_count": rows,
+        "pages": pages_meta,
+    }
+    manifest["fetched_at"] = manifest["landing_id"] = landing.utc_timestamp()
+    if rows == 0:
+        log.warning(
+            "product usage for %s has zero rows: the validation step decides whether that passes", day
+        )
+    landing.write_json_atomic(directory / landing.MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _land_page(directory: Path, number: int, raw: bytes, cursor: str | None) -> dict[str, Any]:
+    """Write the page's bytes, then the record of how it was fetched (its presence marks the page landed)."""
+    name = PAGE_NAME.format(number=number)
+    landing.write_atomic(directory / name, raw)
+    meta = {
+        "page": number,
+        "file": name,
+        "cursor": cursor,
+        "bytes": len(raw),
+        "sha256": landing.sha256_bytes(raw),
+        "fetched_at": landing.utc_timestamp(),
+    }
+    landing.write_json_atomic(directory / PAGE_META_NAME.format(number=number), meta)
+    return meta
+
+
+def _resume(directory: Path, day: dt.date) -> Iterator[tuple[dict[str, Any], UsagePage]]:
+    """Pages landed by an earlier run, in order, while they are intact and valid.
+
+    The first page that is missing its record, fails its checksum or does not parse is set aside
+    (renamed ``*.rejected-<time>``, kept for inspection) and fetched again with the cursor recorded for it.
+    """
+    number = 0
+    while True:
+        number += 1
+        page_path = directory / PAGE_NAME.format(number=number)
+        meta_path = directory / PAGE_META_NAME.format(number=number)
+        if not meta_path.exists() or not page_path.exists():
+            return
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        raw = page_path.read_bytes()
+        try:
+            if landing.sha256_bytes(raw) != meta["sha256"]:
+                raise LandingIntegrityError(
+                    f"{page_path}: checksum differs from the one recorded when it landed"
+                )
+            page = parse_usage_page(raw, day, number, page_path)
+        except ProductApiError as error:
+            log.warning("set aside landed page %s to fetch it again: %s", page_path, error)
+            stamp = landing.utc_timestamp().replace(":", "")
+            page_path.rename(page_path.with_name(f"{page_path.name}.rejected-{stamp}"))
+            meta_path.unlink()
+            # Later pages were fetched from this page's cursor and are no longer trustworthy.
+            _discard_pages_after(directory, number)
+            return
+        yield meta, page
+
+
+def _discard_pages_after(directory: Path, number: int) -> None:
+    later = number + 1
+    while (directory / PAGE_NAME.format(number=later)).exists():
+        (directory / PAGE_NAME.format(number=later)).unlink()
+        (directory / PAGE_META_NAME.format(number=later)).unlink(missing_ok=True)
+        later += 1
+
+
+def read_landed_usage(data_dir: Path, day: dt.date) -> tuple[dict[str, Any], list[tuple[str, int, int]]]:
+    """Replay a complete landing from disk (no API call): the manifest and every row, checked again."""
+    directory = landing.day_dir(data_dir, DATASET, day)
+    manifest = landing.read_manifest(directory)
+    if manifest is None:
+        raise ProductApiError(f"no complete landing of product usage for {day.isoformat()} in {directory}")
+    tracker = DuplicateTracker(day)
+    rows: list[tuple[str, int, int]] = []
+    for meta in manifest["pages"]:
+        path = directory / meta["file"]
+        raw = path.read_bytes()
+        if landing.sha256_bytes(raw) != meta["sha256"]:
+            raise LandingIntegrityError(
+                f"{path}: checksum differs from the manifest; the landing was modified"
+            )
+        page = parse_usage_page(raw, day, int(meta["page"]), path)
+        tracker.add(page)
+        rows.extend(page.rows)
+    if len(rows) != manifest["row_count"]:
+        raise LandingIntegrityError(
+            f"{directory}: the pages hold {len(rows)} rows but the manifest says {manifest['row_count']}"
+        )
+    return manifest, rows
