@@ -5,6 +5,7 @@ Importing the package registers the tasks (and Luigi's RangeDaily, for backfills
 
 import luigi.tools.range  # noqa: F401 - registers RangeDaily for `luigi --module pipeline RangeDaily`
 
+from pipeline.config import ensure_failure_exit_codes
 from pipeline.scheduler import fall_back_to_local_scheduler_when_luigid_is_down
 from pipeline.tasks import (
     FetchCrmSnapshot,
@@ -24,4 +25,5 @@ __all__ = [
     "StageProductUsage",
 ]
 
+ensure_failure_exit_codes()
 fall_back_to_local_scheduler_when_luigid_is_down()

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import luigi
+import luigi.configuration
 
 
 class _Section(luigi.Config):
@@ -88,3 +89,26 @@ def product_api_credentials() -> tuple[str, str]:
             "from configuration files"
         )
     return client_id, client_secret
+
+
+# Luigi exits 0 even when tasks fail unless [retcode] says otherwise. These are the codes of our luigi.cfg,
+# applied when a run's configuration has no [retcode] section (a LUIGI_CONFIG_PATH file elsewhere, or a
+# working directory without luigi.cfg), so that cron, systemd and CI always see a failure.
+FAILURE_EXIT_CODES = {
+    "already_running": "10",
+    "missing_data": "20",
+    "not_run": "25",
+    "task_failed": "30",
+    "scheduling_error": "35",
+    "unhandled_exception": "40",
+}
+
+
+def ensure_failure_exit_codes() -> None:
+    """Fill in ``[retcode]`` where the configuration leaves it out; explicit settings win."""
+    config = luigi.configuration.get_config()
+    if not config.has_section("retcode"):
+        config.add_section("retcode")
+    for key, code in FAILURE_EXIT_CODES.items():
+        if not config.has_option("retcode", key):
+            config.set("retcode", key, code)

@@ -117,7 +117,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
         usage_landing_id=usage_load["landing_id"],
         loaded_at=loaded_at,
     )
-    recomputed = recompute_rolling_columns(connection, activity_date)
+    recomputed = recompute_rolling_columns(connection, activity_date, loaded_at)
     return MergeResult(
         activity_date=activity_date,
         crm_snapshot_date=crm_snapshot_date,
@@ -129,7 +129,9 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
     )
 
 
-def recompute_rolling_columns(connection: Connection, changed_date: dt.date) -> tuple[dt.date, ...]:
+def recompute_rolling_columns(
+    connection: Connection, changed_date: dt.date, loaded_at: dt.datetime
+) -> tuple[dt.date, ...]:
     """Recompute the rolling columns of the loaded days whose 7-day window holds ``changed_date``."""
     last_affected = changed_date + dt.timedelta(days=WINDOW_DAYS - 1)
     loaded = [
@@ -144,6 +146,7 @@ def recompute_rolling_columns(connection: Connection, changed_date: dt.date) -> 
             "update_rolling_activity",
             target_date=target_date,
             window_start=target_date - dt.timedelta(days=WINDOW_DAYS - 1),
+            loaded_at=loaded_at,
         )
     return tuple(loaded)
 

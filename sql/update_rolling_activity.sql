@@ -3,10 +3,12 @@
 --   "7d_active_users": sum of active_users over the window; a day without a row counts 0.
 --   is_churn_risk: NULL while fewer than 7 days of the window are loaded; otherwise TRUE when the
 --                  company had no active users and no events on every day of the window, else FALSE.
+-- record_loaded_at becomes :loaded_at: the row was rewritten by this merge.
 -- The window reads at most 7 days of rows: the cost follows the number of companies, not history.
 UPDATE analytics.company_daily_activity AS target
 SET
     "7d_active_users" = window_usage.active_users_7d,
+    record_loaded_at = :loaded_at,
     is_churn_risk = CASE
         WHEN (
             SELECT COUNT(*)

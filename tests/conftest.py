@@ -142,3 +142,129 @@ def row_for(engine: sa.Engine, day: dt.date, company_id: str) -> dict:
     if result["is_churn_risk"] is not None:
         result["is_churn_risk"] = bool(result["is_churn_risk"])
     return result
+
+
+# -- running the whole graph -----------------------------------------------------------------------------
+
+API_CLIENT_ID, API_CLIENT_SECRET = "pipeline-test-client", "pipeline-test-secret-9f2c"
+WORLD_COMPANIES, WORLD_SEED = 120, 11
+
+
+@pytest.fixture(scope="session")
+def usage_api() -> Iterator:
+    """The simulated product-usage API on loopback, fault-free, every test day published."""
+    from pipeline.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        client_id=API_CLIENT_ID,
+        client_secret=API_CLIENT_SECRET,
+        companies=WORLD_COMPANIES,
+        seed=WORLD_SEED,
+        ready_through=dt.date(2030, 12, 31),
+    )
+    with serve(config) as server:
+        yield server
+
+
+class PipelineWorld:
+    """A sandbox for whole-graph runs: its own data_dir, CRM folder and warehouse, the simulated API.
+
+    ``configure()`` points Luigi's configuration at the sandbox for in-process runs (``run``), and
+    ``config_file`` holds the same settings for runs of the real command line (``run_cli``).
+    """
+
+    def __init__(self, root: Path, database_url: str, api_base_url: str) -> None:
+        self.root, self.database_url, self.api_base_url = root, database_url, api_base_url
+        self.data_dir = root / "data"
+        self.crm_dir = root / "crm"
+        self.settings = {
+            "pipeline": {"database_url": database_url, "data_dir": str(self.data_dir)},
+            "crm": {"source": str(self.crm_dir / "crm_{date}.csv")},
+            "product_api": {
+                "base_url": api_base_url,
+                "page_size": "50",
+                "backoff_base_seconds": "0.05",
+                "backoff_max_seconds": "0.2",
+            },
+            "core": {"local_scheduler": "true", "no_lock": "true"},
+        }
+        self.config_file = root / "luigi.cfg"
+        self.write_config()
+
+    def write_config(self) -> None:
+        lines = []
+        for section, values in self.settings.items():
+            lines.append(f"[{section}]")
+            lines.extend(f"{key} = {value}" for key, value in values.items())
+        self.config_file.write_text("\n".join(lines) + "\n")
+
+    def write_crm(self, start: dt.date, end: dt.date) -> None:
+        from pipeline.sample_data import write_crm_snapshots
+
+        write_crm_snapshots(self.crm_dir, start, end, WORLD_COMPANIES, WORLD_SEED)
+
+    @property
+    def engine(self) -> sa.Engine:
+        return warehouse(self.database_url)
+
+    def run(self, *tasks) -> bool:
+        """Build tasks in-process with the local scheduler; True when everything succeeded."""
+        import luigi
+
+        return luigi.build(list(tasks), local_scheduler=True, log_level="WARNING")
+
+    def cli_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            LUIGI_CONFIG_PATH=str(self.config_file),
+            PRODUCT_API_CLIENT_ID=API_CLIENT_ID,
+            PRODUCT_API_CLIENT_SECRET=API_CLIENT_SECRET,
+        )
+        return env
+
+    def run_cli(self, *arguments: str, timeout: float = 120):
+        """Run the `luigi` command line the README documents; returns the CompletedProcess."""
+        import subprocess
+        import sys
+
+        luigi_cli = Path(sys.executable).with_name("luigi")
+        return subprocess.run(
+            [str(luigi_cli), "--module", "pipeline", *arguments],
+            cwd=self.root,
+            env=self.cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, database_url: str, usage_api, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PipelineWorld]:
+    """A PipelineWorld on each backend, with Luigi's configuration pointed at it for this test."""
+    import luigi.configuration
+    from luigi.task_register import Register
+
+    world = PipelineWorld(tmp_path, database_url, usage_api.base_url)
+    monkeypatch.setenv("PRODUCT_API_CLIENT_ID", API_CLIENT_ID)
+    monkeypatch.setenv("PRODUCT_API_CLIENT_SECRET", API_CLIENT_SECRET)
+    config = luigi.configuration.get_config()
+    saved = {
+        section: dict(config.items(section)) if config.has_section(section) else None
+        for section in world.settings
+    }
+    for section, values in world.settings.items():
+        if not config.has_section(section):
+            config.add_section(section)
+        for key, value in values.items():
+            config.set(section, key, value)
+    Register.clear_instance_cache()  # Config objects are cached with the values they were built with
+    yield world
+    for section, values in saved.items():
+        config.remove_section(section)
+        if values is not None:
+            config.add_section(section)
+            for key, value in values.items():
+                config.set(section, key, value)
+    Register.clear_instance_cache()
