@@ -1,0 +1,167 @@
+"""Loading one day of 100,000 companies: our stages against the databases' own bulk loaders.
+
+For the same generated CRM file (and the same day's usage rows) this measures, on SQLite and PostgreSQL:
+landing the file, parsing it, staging it (`stg.crm_daily`), staging the usage rows, and the merge of the
+day; and as baselines in the same run, `psql \\copy` of the same CSV into a bare PostgreSQL table and the
+`sqlite3` shell's `.import` of it into a bare SQLite table.
+
+    .venv/bin/python bench/bench_load.py [--companies 100000] [--postgres-url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from pipeline import crm, staging, transform
+from pipeline.sample_data import CompanyUniverse, write_crm_csv
+from pipeline.targets import warehouse
+from pipeline.warehouse import create_engine, postgres_url
+
+DAY = dt.date(2026, 11, 20)
+
+
+def timed(label: str, results: dict[str, float], action: Callable[[], object]) -> object:
+    started = time.perf_counter()
+    value = action()
+    results[label] = time.perf_counter() - started
+    return value
+
+
+def our_load(database_url: str, csv_path: Path, usage_rows: list, work: Path) -> dict[str, float]:
+    results: dict[str, float] = {}
+    engine = warehouse(database_url)
+    data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
+    template = str(csv_path.parent / "crm_{date}.csv")
+    manifest = timed("land CRM file", results, lambda: crm.land_snapshot(template, data_dir, DAY))
+    _, snapshot = timed("parse CRM file", results, lambda: crm.read_landed_snapshot(data_dir, DAY))
+    timed(
+        "stage CRM rows",
+        results,
+        lambda: staging.stage_crm(engine, DAY, snapshot, manifest["landing_id"]),
+    )
+    timed(
+        "stage usage rows",
+        results,
+        lambda: staging.stage_usage(engine, DAY, usage_rows, "bench", "bench"),
+    )
+    timed("merge the day", results, lambda: transform.merge_day(engine, DAY))
+    results["re-merge the day (idempotent)"] = timed_value(lambda: transform.merge_day(engine, DAY))
+    return results
+
+
+def timed_value(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+BASELINE_TABLE = (
+    "company_id VARCHAR(64), company_name VARCHAR(512), country VARCHAR(64), "
+    "industry_tag VARCHAR(128), last_contact_at VARCHAR(64)"
+)
+
+
+def psql_copy(admin_url: str, database: str, csv_path: Path) -> float:
+    url = sa.make_url(admin_url).set(database=database)
+    target = (
+        f"postgresql://{url.username or 'postgres'}@{url.host or '127.0.0.1'}:{url.port or 5432}/{database}"
+    )
+    subprocess.run(["psql", target, "-q", "-c", f"CREATE TABLE bench_copy ({BASELINE_TABLE})"], check=True)
+    started = time.perf_counter()
+    subprocess.run(
+        ["psql", target, "-q", "-c", f"\\copy bench_copy FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+def sqlite_import(work: Path, csv_path: Path) -> float:
+    database = work / "baseline.db"
+    subprocess.run(["sqlite3", str(database), f"CREATE TABLE bench_import ({BASELINE_TABLE})"], check=True)
+    started = time.perf_counter()
+    subprocess.run(
+        ["sqlite3", str(database), "-cmd", ".mode csv", f".import --skip 1 {csv_path} bench_import"],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--companies", type=int, default=100_000)
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    try:
+        universe = CompanyUniverse(args.companies, seed=42)
+        csv_path = write_crm_csv(universe, DAY, work / "crm" / f"crm_{DAY.isoformat()}.csv")
+        usage = [(row["company_id"], row["active_users"], row["events"]) for row in universe.usage_rows(DAY)]
+        crm_rows = sum(1 for _ in csv_path.open()) - 1
+        print(
+            f"{args.companies} companies: CRM file {csv_path.stat().st_size / 1e6:.1f} MB, {crm_rows} rows; "
+            f"{len(usage)} usage rows"
+        )
+
+        results: dict[str, dict[str, float]] = {}
+        results["SQLite"] = our_load(f"sqlite:///{work / 'warehouse.db'}", csv_path, usage, work)
+        results["SQLite"]["baseline: sqlite3 .import of the CSV"] = sqlite_import(work, csv_path)
+
+        database = f"bench_load_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(postgres_url(args.postgres_url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+        pg_url = sa.make_url(args.postgres_url).set(database=database).render_as_string(hide_password=False)
+        try:
+            results["PostgreSQL"] = our_load(pg_url, csv_path, usage, work)
+            results["PostgreSQL"]["baseline: psql \\copy of the CSV"] = psql_copy(
+                args.postgres_url, database, csv_path
+            )
+        finally:
+            create_engine(pg_url).dispose()
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.dispose()
+
+        print()
+        print("| step | SQLite (s) | PostgreSQL (s) |")
+        print("|---|---:|---:|")
+        steps = list(dict.fromkeys([*results["SQLite"], *results["PostgreSQL"]]))
+        for step in steps:
+            cells = [
+                f"{results[backend][step]:.2f}" if step in results[backend] else "" for backend in results
+            ]
+            print(f"| {step} | {' | '.join(cells)} |")
+        for backend, baseline in (
+            ("SQLite", "baseline: sqlite3 .import of the CSV"),
+            ("PostgreSQL", "baseline: psql \\copy of the CSV"),
+        ):
+            ours = sum(
+                results[backend][step] for step in ("land CRM file", "parse CRM file", "stage CRM rows")
+            )
+            print(
+                f"{backend}: land + parse + stage CRM = {ours:.2f} s, "
+                f"{ours / results[backend][baseline]:.1f}x the baseline's "
+                f"{results[backend][baseline]:.2f} s; "
+                f"{crm_rows / ours:,.0f} rows/s"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
