@@ -35,6 +35,10 @@ class PipelineConfig(_Section):
     data_dir = luigi.Parameter(
         default="var/data", description="Raw landings, validation results and reports live here"
     )
+    log_dir = luigi.Parameter(default="var/log", description="One log file per command-line run")
+    catch_up_days = luigi.IntParameter(
+        default=7, description="The nightly CatchUp run loads any day missed in this many days before today"
+    )
 
     @property
     def data_path(self) -> Path:

@@ -70,6 +70,16 @@ class DayTask(luigi.Task):
                     log.info("kept the earlier landing of %s as %s", self.date, archived)
 
 
+@DayTask.event_handler(luigi.Event.START)
+def _log_start(task: DayTask) -> None:
+    log.info("%s started for %s", task.get_task_family(), task.date)
+
+
+@DayTask.event_handler(luigi.Event.FAILURE)
+def _log_failure(task: DayTask, error: BaseException) -> None:
+    log.error("%s failed for %s: %s: %s", task.get_task_family(), task.date, type(error).__name__, error)
+
+
 class FetchCrmSnapshot(DayTask):
     """Download the CRM snapshot of D into the raw landing area."""
 
@@ -191,10 +201,40 @@ class MergeDay(DayTask):
         )
 
 
+class UnfinishedDayError(luigi.parameter.ParameterException):
+    """The day asked for is not over in UTC: its data is not complete anywhere yet."""
+
+
+def today_utc() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def yesterday_utc() -> dt.date:
+    return today_utc() - dt.timedelta(days=1)
+
+
+class FinishedDayParameter(luigi.DateParameter):
+    """A date that is over in UTC; without a value, yesterday in UTC (the nightly run's day)."""
+
+    def _value_iterator(self, task_name: str, param_name: str):
+        yield from super()._value_iterator(task_name, param_name)
+        yield (yesterday_utc(), None)
+
+    def normalize(self, value: dt.date | None) -> dt.date | None:
+        value = super().normalize(value)
+        if value is not None and value >= today_utc():
+            raise UnfinishedDayError(
+                f"{value.isoformat()} is not over in UTC yet (today is {today_utc().isoformat()} UTC): "
+                f"the sources publish a day once it is over; run it from "
+                f"{(value + dt.timedelta(days=1)).isoformat()} 00:00 UTC on"
+            )
+        return value
+
+
 class RunDaily(MixinNaiveBulkComplete, luigi.WrapperTask):
     """The whole day: what users run, and what RangeDaily backfills."""
 
-    date = luigi.DateParameter(description="The activity date D (YYYY-MM-DD)")
+    date = FinishedDayParameter(description="The activity date D (YYYY-MM-DD); default: yesterday in UTC")
     refresh = luigi.BoolParameter(
         default=False, description="Fetch D again from both sources and rebuild D and the loaded D+1 .. D+6"
     )
@@ -204,9 +244,25 @@ class RunDaily(MixinNaiveBulkComplete, luigi.WrapperTask):
         # One stamp per refresh request: every task of this run compares its landing against it.
         self.refresh_stamp = landing.utc_timestamp() if self.refresh else ""
 
+    @property
+    def priority(self) -> int:
+        # Older days first when several are due (CatchUp, backfills): luigid hands the highest priority
+        # out first and passes it down to the day's dependencies.
+        return max(0, (yesterday_utc() - self.date).days)
+
     def requires(self) -> MergeDay:
         return MergeDay(date=self.date, refresh_stamp=self.refresh_stamp)
 
 
-def yesterday_utc() -> dt.date:
-    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+class CatchUp(luigi.WrapperTask):
+    """The nightly run: yesterday, plus any day of the last ``[pipeline] catch_up_days`` not loaded yet.
+
+    Days that are done are complete and cost nothing; missed ones run oldest first.
+    """
+
+    days = luigi.OptionalIntParameter(default=None, description="Override [pipeline] catch_up_days")
+
+    def requires(self) -> list[RunDaily]:
+        days = self.days if self.days is not None else PipelineConfig().catch_up_days
+        yesterday = yesterday_utc()
+        return [RunDaily(date=yesterday - dt.timedelta(days=back)) for back in range(days - 1, -1, -1)]
