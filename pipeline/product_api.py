@@ -4,6 +4,23 @@ SPEC section 3. One day's fetch walks the cursor pages, lands each page's bytes 
 beside a small record of the cursor that produced it) *before* parsing it, and writes the manifest last.
 A fetch that dies half way resumes from the last landed page; a day with a manifest is replayed from
 disk without calling the API. Client id, secret and token never reach a log, an exception or a file.
+
+Choices where SPEC section 3 is silent:
+
+* Retries: 5xx, timeouts, dropped connections and truncated bodies are retried with exponential backoff
+  and jitter, at most ``max_attempts`` failures per request. A 429 waits what ``Retry-After`` says
+  (delta-seconds or an HTTP-date; when it is missing or already past, the backoff instead) and does not
+  count as a failure. ``retry_budget_seconds`` bounds the whole day: time slept before retries plus the
+  time lost in failed attempts (a timeout costs its read timeout). When either bound is hit the day fails
+  with :class:`ProductApiUnavailableError` naming the page, the attempts and the problems seen.
+* Tokens: renewed 10% of their lifetime (at most 60 s) before they expire, and taken afresh for every
+  attempt, so a retry after a long wait does not carry a dead token. One 401 gets a new token; a
+  second 401 in a row is :class:`ProductApiAuthError`.
+* A bad page (JSON, fields, types) or a duplicate ``company_id`` fails the day with
+  :class:`UsagePageError`; the raw page stays. On the next run a landed page that does not parse is set
+  aside (``*.rejected-<time>``) and fetched again with its recorded cursor; a duplicate across intact
+  pages fails again without calling the API (``RunDaily --refresh`` fetches the day anew).
+* ``404 not_ready`` is :class:`DayNotReadyError`, not retried: the scheduler runs the day again later.
 """
 
 from __future__ import annotations
@@ -80,7 +97,9 @@ class FetchStats:
     rows: int = 0
     token_requests: int = 0
     retries: Counter = field(default_factory=Counter)
-    waited_seconds: float = 0.0
+    statuses: Counter = field(default_factory=Counter)  # HTTP status (or transport problem) per response
+    waited_seconds: float = 0.0  # sleeping before retries
+    retry_seconds: float = 0.0  # sleeping before retries plus the time lost in the failed attempts
 
 
 class RateLimiter:
@@ -141,7 +160,6 @@ class ProductApiClient:
         self.rate_limiter = RateLimiter(settings.requests_per_second)
         self.sleep = sleep
         self.stats = FetchStats()
-        self._budget_started = time.monotonic()
 
     def __repr__(self) -> str:  # never show credentials, even in a debugger or a traceback
         return f"ProductApiClient(base_url={self.settings.base_url!r})"
@@ -171,7 +189,7 @@ class ProductApiClient:
             "client_id": self._client_id,
             "client_secret": self._client_secret,
         }
-        response = self._send("POST", "/oauth/token", what="the token request", data=form)
+        response = self._send("POST", "/oauth/token", what="the token request", authorized=False, data=form)
         if response.status_code in (400, 401, 403):
             raise ProductApiAuthError(
                 f"the product API refused the client credentials (HTTP {response.status_code} from "
@@ -195,18 +213,36 @@ class ProductApiClient:
 
     # -- requests ------------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, what: str, **kwargs: Any) -> requests.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        authorized: bool = True,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Send with retries on 429, 5xx and transport errors; returns any other response.
 
-        Bounded by ``max_attempts`` per request and by ``retry_budget_seconds`` of waiting in total.
+        Bounded by ``max_attempts`` failures per request and by ``retry_budget_seconds`` for the whole
+        fetch: the time spent waiting before retries plus the time lost in the attempts that failed.
+        The bearer token is taken afresh for every attempt, so a token that expires while we back off
+        is renewed before the retry instead of earning a 401.
         """
         seen: Counter = Counter()
         attempt = 0
         while True:
+            request_headers = dict(headers or {})
+            if authorized:
+                request_headers["Authorization"] = self._bearer()
             self.rate_limiter.wait()
             self.stats.requests += 1
+            started = time.monotonic()
             try:
-                response = self.session.request(method, self._url(path), timeout=self.timeout, **kwargs)
+                response = self.session.request(
+                    method, self._url(path), timeout=self.timeout, headers=request_headers, **kwargs
+                )
                 _ = response.content  # read the whole body now: a truncated body is a transport error
             except requests.Timeout:
                 problem, delay = "timeout", None
@@ -217,12 +253,19 @@ class ProductApiClient:
             ) as error:
                 problem, delay = _transport_problem(error), None
             else:
+                self.stats.statuses[str(response.status_code)] += 1
                 if response.status_code == 429:
-                    problem, delay = "HTTP 429", parse_retry_after(response.headers.get("Retry-After"))
+                    problem = "HTTP 429"
+                    delay = parse_retry_after(response.headers.get("Retry-After"), default=-1.0)
+                    if delay <= 0:  # missing, unreadable or already past: back off rather than spin
+                        delay = None
                 elif response.status_code >= 500:
                     problem, delay = f"HTTP {response.status_code}", None
                 else:
                     return response
+            if not problem.startswith("HTTP"):
+                self.stats.statuses[problem] += 1
+            lost = time.monotonic() - started
             seen[problem] += 1
             self.stats.retries[problem] += 1
             attempt += 1
@@ -232,19 +275,24 @@ class ProductApiClient:
                 ) * random.uniform(0.5, 1.0)
             # A 429 says exactly when to come back; it does not count against the attempts for failures.
             failures = sum(count for name, count in seen.items() if name != "HTTP 429")
-            spent = self.stats.waited_seconds
-            if failures >= self.settings.max_attempts or spent + delay > self.settings.retry_budget_seconds:
+            self.stats.retry_seconds += lost
+            spent = self.stats.retry_seconds
+            budget = self.settings.retry_budget_seconds
+            if failures >= self.settings.max_attempts or spent + delay > budget:
                 summary = ", ".join(f"{name} x{count}" for name, count in seen.most_common())
-                reason = (
-                    f"{failures} failed attempts (max_attempts={self.settings.max_attempts})"
-                    if failures >= self.settings.max_attempts
-                    else f"the retry budget of {self.settings.retry_budget_seconds:g}s is spent"
-                )
+                if failures >= self.settings.max_attempts:
+                    reason = f"max_attempts={self.settings.max_attempts} failures reached"
+                else:
+                    reason = (
+                        f"the retry budget of {budget:g}s is spent ({spent:.1f}s used, the next retry "
+                        f"would wait {delay:.1f}s more)"
+                    )
                 raise ProductApiUnavailableError(
-                    f"{what}: gave up after {attempt} tries, {reason}; seen: {summary}"
+                    f"{what}: gave up after {attempt} attempts, {reason}; seen: {summary}"
                 )
-            log.warning("%s: %s, retrying in %.1fs (try %d)", what, problem, delay, attempt + 1)
+            log.warning("%s: %s, retrying in %.2fs (attempt %d)", what, problem, delay, attempt + 1)
             self.stats.waited_seconds += delay
+            self.stats.retry_seconds += delay
             self.sleep(delay)
 
     def get_usage_page(self, day: dt.date, cursor: str | None, page_number: int) -> bytes:
@@ -259,7 +307,7 @@ class ProductApiClient:
                 "/v1/usage/daily",
                 what=what,
                 params=params,
-                headers={"Authorization": self._bearer(), "Accept": "application/json"},
+                headers={"Accept": "application/json"},
             )
             if response.status_code == 401:
                 if token_attempt == 0:
@@ -267,7 +315,8 @@ class ProductApiClient:
                     self._token = None
                     continue
                 raise ProductApiAuthError(
-                    f"{what}: the API rejected a freshly issued token (401 twice in a row)"
+                    f"{what}: the API rejected a freshly issued token (HTTP 401 twice in a row: "
+                    "the token was refreshed once after the first 401); check the client's permissions"
                 )
             if response.status_code == 404 and _error_code(response) == "not_ready":
                 raise DayNotReadyError(
@@ -328,9 +377,24 @@ def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = 
     next_cursor = body.get("next_cursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise UsagePageError(f"{where}: 'next_cursor' must be a string or null")
-    rows = []
+    rows: list[tuple[str, int, int]] = []
+    append = rows.append
     for index, item in enumerate(data, start=1):
-        rows.append(_usage_row(item, f"{where}, row {index}"))
+        # The common case, checked inline (a day can hold a million rows); anything unusual goes through
+        # _usage_row, which applies the same rules and words the error.
+        if type(item) is dict and len(item) == 3:
+            company_id, users, events = item.get("company_id"), item.get("active_users"), item.get("events")
+            if (
+                type(users) is int
+                and type(events) is int
+                and type(company_id) is str
+                and users >= 0
+                and events >= 0
+                and company_id.strip()
+            ):
+                append((company_id, users, events))
+                continue
+        append(_usage_row(item, f"{where}, row {index}"))
     return UsagePage(number=number, rows=rows, next_cursor=next_cursor or None)
 
 
@@ -365,7 +429,11 @@ class DuplicateTracker:
         self.page_of: dict[str, int] = {}
 
     def add(self, page: UsagePage) -> None:
-        for company_id, _, _ in page.rows:
+        ids = [row[0] for row in page.rows]
+        if len(set(ids)) == len(ids) and self.page_of.keys().isdisjoint(ids):
+            self.page_of.update(dict.fromkeys(ids, page.number))  # the common case, at C speed
+            return
+        for company_id in ids:
             first = self.page_of.get(company_id)
             if first is not None:
                 pages = f"page {first}" if first == page.number else f"page {first} and page {page.number}"
@@ -399,16 +467,23 @@ def fetch_day(
     existing = landing.read_manifest(directory)
     if existing is not None:
         return existing
+    _remove_partial_writes(directory)
     tracker = DuplicateTracker(day)
     pages_meta: list[dict[str, Any]] = []
     cursor: str | None = None
+    cursors_used: set[str | None] = {None}
     rows = 0
     for meta, page in _resume(directory, day):
         tracker.add(page)
         pages_meta.append(meta)
         rows += len(page.rows)
+        cursors_used.add(meta.get("cursor"))
         cursor = page.next_cursor
         client.stats.pages_resumed += 1
+    if pages_meta:
+        log.info("resuming the fetch of %s after %d landed pages (%d rows)", day, len(pages_meta), rows)
+        if progress:
+            progress(len(pages_meta), rows)
     if pages_meta and cursor is None:
         pass  # every page was landed before the interruption; only the manifest is missing
     else:
@@ -427,6 +502,12 @@ def fetch_day(
             cursor = page.next_cursor
             if cursor is None:
                 break
+            if cursor in cursors_used:
+                raise UsagePageError(
+                    f"usage page {number} of {day.isoformat()} ({directory / meta['file']}): its next_cursor "
+                    "was already followed on an earlier page; the API is paginating in a loop"
+                )
+            cursors_used.add(cursor)
     client.stats.rows = rows
     manifest = {
         "dataset": DATASET,
@@ -444,6 +525,13 @@ def fetch_day(
         )
     landing.write_json_atomic(directory / landing.MANIFEST_NAME, manifest)
     return manifest
+
+
+def _remove_partial_writes(directory: Path) -> None:
+    """Temporary files of a write that a killed process never finished (never part of a landing)."""
+    for partial in directory.glob(".page-*.part"):
+        log.info("removing %s, the partial write of an interrupted fetch", partial)
+        partial.unlink(missing_ok=True)
 
 
 def _land_page(directory: Path, number: int, raw: bytes, cursor: str | None) -> dict[str, Any]:

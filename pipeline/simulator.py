@@ -5,7 +5,8 @@ connection handling, timeouts, retries, pagination and token refresh are exercis
 server implements the contract exactly and adds switches for the failures production throws at a
 client: rate limiting (token bucket), short-lived tokens, and faults injected with fixed
 probabilities by a seeded RNG (429, 500/502/503, slow answers, dropped connections, truncated
-bodies, invalid JSON, schema drift, a row repeated across pages, days that are not ready).
+bodies, invalid JSON, schema drift, valid tokens rejected with 401, a row repeated across pages,
+days that are not ready). ``Retry-After`` comes as delta-seconds, or as an HTTP-date on request.
 
 Endpoints:
 
@@ -30,6 +31,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import email.utils
 import hmac
 import json
 import logging
@@ -65,14 +67,28 @@ CLIENT_ID_ENV = "PRODUCT_API_CLIENT_ID"
 CLIENT_SECRET_ENV = "PRODUCT_API_CLIENT_SECRET"
 DEFAULT_PAGE_SIZE = 1000
 
-# Fault kinds, in the order their probability bands are laid out on [0, 1).
-FAULT_KINDS = ("429", "500", "502", "503", "slow", "drop", "truncated", "invalid_json", "schema_drift")
+# Fault kinds, in the order their probability bands are laid out on [0, 1). New kinds go at the end so
+# that the fault sequence of an existing seed stays the same. "401": a valid token is rejected (revoked,
+# keys rotated), so the client must fetch a new token once.
+FAULT_KINDS = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "slow",
+    "drop",
+    "truncated",
+    "invalid_json",
+    "schema_drift",
+    "401",
+)
 # Not drawn per request but switched on in FaultConfig; counted with the others.
 DUPLICATE_ROW_FAULT = "duplicate_row"
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LIMIT_RE = re.compile(r"^[0-9]{1,9}$")
 _MAX_BODY_BYTES = 64 * 1024
+_DRAIN_BODY_BYTES = 4 * 1024 * 1024
 _ERROR_STATUS_TEXT = {500: "internal_error", 502: "bad_gateway", 503: "service_unavailable"}
 _INVALID_JSON_BODY = b"<html><body><h1>Service temporarily degraded</h1></body></html>"
 
@@ -99,8 +115,11 @@ class FaultConfig:
     rate_truncated: float = 0.0
     rate_invalid_json: float = 0.0
     rate_schema_drift: float = 0.0
+    rate_401: float = 0.0
     slow_seconds: float = 5.0
     retry_after_seconds: int = 1
+    # Send Retry-After as an HTTP-date (RFC 9110 allows either form) instead of delta-seconds.
+    retry_after_http_date: bool = False
     duplicate_row_across_pages: bool = False
     not_ready_dates: frozenset[dt.date] = frozenset()
 
@@ -398,6 +417,14 @@ class _Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0 or length > _MAX_BODY_BYTES:
             self.close_connection = True
+            # Read (and drop) a body of moderate size first: closing a socket with unread data makes the
+            # kernel send a reset, and the client would then lose the 413 instead of reading it.
+            remaining = length if 0 < length <= _DRAIN_BODY_BYTES else 0
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
             return None
         return self.rfile.read(length)
 
@@ -535,7 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         wait = server.rate_limit_wait()
         if wait > 0:
-            retry_after = str(max(1, math.ceil(wait)))
+            retry_after = self._retry_after(max(1, math.ceil(wait)))
             self._error(USAGE_PATH, 429, "rate_limited", headers={"Retry-After": retry_after})
             return
 
@@ -547,7 +574,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "429":
             server.stats.fault(fault)
-            headers = {"Retry-After": str(faults.retry_after_seconds)}
+            headers = {"Retry-After": self._retry_after(faults.retry_after_seconds)}
             self._error(USAGE_PATH, 429, "rate_limited", headers=headers)
             return
         if fault in ("500", "502", "503"):
@@ -560,7 +587,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
 
-        if not self._authorized():
+        if fault == "401":
+            server.stats.fault(fault)
+        if fault == "401" or not self._authorized():
             self._error(
                 USAGE_PATH,
                 401,
@@ -609,6 +638,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         server.stats.page(stop - start)
         self._send(USAGE_PATH, 200, body)
+
+    def _retry_after(self, seconds: int) -> str:
+        """``Retry-After`` as delta-seconds, or as an HTTP-date when the config asks for that form."""
+        if self.server.config.faults.retry_after_http_date:
+            # Rounded up to the next whole second, so that the date is never earlier than intended.
+            return email.utils.formatdate(math.ceil(time.time()) + seconds, usegmt=True)
+        return str(seconds)
 
     def _send_truncated(self, body: bytes) -> None:
         """Announce the full body, send half of it, hang up."""
@@ -758,6 +794,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     faults.add_argument("--slow-seconds", type=float, default=5.0)
     faults.add_argument("--retry-after", type=int, default=1, help="Retry-After of injected 429s")
     faults.add_argument(
+        "--retry-after-http-date", action="store_true", help="send Retry-After as an HTTP-date"
+    )
+    faults.add_argument(
         "--duplicate-row", action="store_true", help="page 2 repeats the last row of page 1 (every date)"
     )
     faults.add_argument(
@@ -797,6 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.fault_seed,
                 slow_seconds=args.slow_seconds,
                 retry_after_seconds=args.retry_after,
+                retry_after_http_date=args.retry_after_http_date,
                 duplicate_row_across_pages=args.duplicate_row,
                 not_ready_dates=frozenset(args.not_ready),
                 **{f"rate_{kind}": getattr(args, f"rate_{kind}") for kind in FAULT_KINDS},

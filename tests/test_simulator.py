@@ -116,6 +116,51 @@ def validate(instance: Any, component: str) -> None:
     ).validate(instance)
 
 
+def _pointer(*parts: str) -> str:
+    return "/".join(part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _validate_at(instance: Any, *parts: str) -> None:
+    """Validate against the schema found at a JSON pointer of the OpenAPI file."""
+    schema = {"$ref": f"urn:openapi#/{_pointer(*parts)}"}
+    jsonschema.Draft202012Validator(
+        schema, registry=_REGISTRY, format_checker=jsonschema.FormatChecker()
+    ).validate(instance)
+
+
+def documented_statuses(method: str, path: str) -> set[str]:
+    """The statuses the OpenAPI file lists for an operation, with ``5XX`` as 500, 502 and 503."""
+    statuses = set(_DOCUMENT["paths"][path][method.lower()]["responses"])
+    if "5XX" in statuses:
+        statuses = (statuses - {"5XX"}) | {"500", "502", "503"}
+    return statuses
+
+
+def check_response(method: str, path: str, response: requests.Response) -> str:
+    """The response is one the OpenAPI file documents for the operation: status, headers, body.
+
+    Returns the status, so that a test can check that every documented status was exercised.
+    """
+    responses = _DOCUMENT["paths"][path][method.lower()]["responses"]
+    status = str(response.status_code)
+    key = status if status in responses else f"{status[0]}XX"
+    assert key in responses, f"{method} {path} answered {status}, which the OpenAPI file does not list"
+    spec = responses[key]
+    where = ("paths", path, method.lower(), "responses", key)
+    for name, header in spec.get("headers", {}).items():
+        value = response.headers.get(name)
+        if header.get("required"):
+            assert value is not None, f"{method} {path} {status}: header {name} is required"
+        if value is not None:
+            _validate_at(int(value) if value.isdigit() else value, *where, "headers", name, "schema")
+    content = spec.get("content", {})
+    if content:
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        assert content_type in content, f"{method} {path} {status}: content type {content_type!r}"
+        _validate_at(response.json(), *where, "content", content_type, "schema")
+    return status
+
+
 def test_openapi_document_describes_the_contract() -> None:
     document = json.loads(OPENAPI.read_text(encoding="utf-8"))
     assert document["openapi"].startswith("3.0")
@@ -424,6 +469,92 @@ def test_faults_apply_only_to_the_usage_endpoint() -> None:
     with serve(only("500")) as sim:
         assert get_token(sim.base_url)
         assert requests.get(f"{sim.base_url}/_sim/stats", timeout=TIMEOUT).status_code == 200
+
+
+# -- every status the simulator answers, checked against the OpenAPI file ------------------------------
+
+
+def test_every_response_of_every_status_conforms_to_the_openapi_file() -> None:
+    """Each documented status of each operation is produced once and checked: headers and body schema."""
+    token_url, seen = "/oauth/token", {"/oauth/token": set(), "/v1/usage/daily": set()}
+
+    def token_call(sim: SimulatorServer, **kwargs: Any) -> None:
+        response = requests.post(f"{sim.base_url}{token_url}", timeout=TIMEOUT, **kwargs)
+        seen[token_url].add(check_response("POST", token_url, response))
+
+    def usage_call(sim: SimulatorServer, token: str | None, **params: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        params.setdefault("date", DAY.isoformat())
+        response = requests.get(
+            f"{sim.base_url}/v1/usage/daily", params=params, headers=headers, timeout=TIMEOUT
+        )
+        seen["/v1/usage/daily"].add(check_response("GET", "/v1/usage/daily", response))
+        return response
+
+    with serve(config(rate_limit_per_second=2, max_page_size=100)) as sim:
+        token_call(sim, data=GOOD_FORM)
+        token_call(sim, data={"grant_type": "client_credentials"}, auth=(CLIENT_ID, CLIENT_SECRET))
+        token_call(sim, data={**GOOD_FORM, "client_secret": "wrong"})
+        token_call(sim, data={**GOOD_FORM, "grant_type": "password"})
+        token_call(sim, json=GOOD_FORM)
+        token_call(sim, data={"grant_type": "client_credentials", "pad": "x" * 70_000})
+        token = get_token(sim.base_url)
+        first = usage_call(sim, token, limit=100)  # the first page, with a cursor
+        time.sleep(0.6)
+        last = usage_call(sim, token, limit=100, cursor=first.json()["next_cursor"])
+        assert first.status_code == 200 and last.status_code == 200
+        time.sleep(0.6)
+        assert usage_call(sim, token, date="2026-02-30").status_code == 400
+        time.sleep(0.6)
+        assert usage_call(sim, None).status_code == 401
+        time.sleep(0.6)
+        assert usage_call(sim, token, date="2027-01-01").status_code == 404
+        statuses = [usage_call(sim, token).status_code for _ in range(4)]  # beyond the bucket's burst
+        assert 429 in statuses
+    assert seen["/oauth/token"] == documented_statuses("POST", "/oauth/token")
+
+    for fault, extra in [
+        ("429", {}),
+        ("429", {"retry_after_http_date": True, "retry_after_seconds": 2}),
+        ("500", {}),
+        ("502", {}),
+        ("503", {}),
+        ("401", {}),
+    ]:
+        with serve(only(fault, **extra)) as sim:
+            response = usage_call(sim, get_token(sim.base_url))
+            assert response.status_code == int(fault)
+            if extra.get("retry_after_http_date"):
+                assert response.headers["Retry-After"].endswith(" GMT")
+    assert seen["/v1/usage/daily"] == documented_statuses("GET", "/v1/usage/daily")
+
+
+def test_schema_faults_are_caught_by_the_openapi_file() -> None:
+    """The deliberate contract violations really violate the documented schema."""
+    for fault in ("schema_drift", "invalid_json"):
+        with serve(only(fault)) as sim:
+            response = get_page(sim.base_url, get_token(sim.base_url))
+            with pytest.raises((jsonschema.ValidationError, ValueError)):
+                check_response("GET", "/v1/usage/daily", response)
+
+
+def test_injected_401_rejects_a_valid_token() -> None:
+    with serve(only("401")) as sim:
+        token = get_token(sim.base_url)
+        response = get_page(sim.base_url, token)
+        assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert sim.stats()["faults_injected"]["401"] == 1
+
+
+def test_retry_after_as_http_date() -> None:
+    import email.utils
+
+    with serve(only("429", retry_after_seconds=3, retry_after_http_date=True)) as sim:
+        response = get_page(sim.base_url, get_token(sim.base_url))
+        when = email.utils.parsedate_to_datetime(response.headers["Retry-After"])
+        wait = (when - dt.datetime.now(dt.UTC)).total_seconds()
+        assert 2 <= wait <= 4.5
 
 
 # -- stats and housekeeping ------------------------------------------------------------------------
