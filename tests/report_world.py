@@ -1,0 +1,232 @@
+"""The report world shared by the report and e-mail tests: ten hand-made days with one of everything the
+churn report shows, rendered once per backend and module, and readers for what the report says.
+
+A company (named like an HTML attack) becomes at risk on D, one recovers on D, one is at risk all along,
+there are orphans and a data-quality warning. Expected numbers come from direct SQL on the table
+(:func:`direct_totals`), never from the report's own queries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+import sqlalchemy as sa
+from conftest import IN_CI, POSTGRES_ADMIN_URL, _postgres_unavailable_reason, company, load_day
+
+from pipeline import report
+from pipeline.targets import warehouse
+from pipeline.warehouse import create_engine, postgres_url
+
+FIRST = dt.date(2026, 9, 1)
+DAY = FIRST + dt.timedelta(days=9)  # D: ten loaded days, so churn risk is known on D-1 and D
+SCRIPT_NAME = '<script>alert("pwned")</script> & Sons'
+BOLD_NAME = "Comeback <b>SA</b>"
+WARNING = "crm: country 'X<img src=x onerror=alert(1)>' of C000004 is not ISO 3166-1 alpha-2"
+COMPANIES = [
+    company("C000001", SCRIPT_NAME, "DE", "software"),  # active D-9 .. D-7, then silent: newly at risk on D
+    company("C000002", "Steady Ltd", "GB", "fintech"),  # active every day
+    company("C000003", BOLD_NAME, "FR", None),  # silent until D-1, active on D: recovered on D
+    company("C000004", 'Dormant "Quote" GmbH', None, "retail"),  # never active: at risk from D-3 on
+    company("C000005", "Weekly Co", "US", "software"),  # active on D-9 and D-2
+]
+
+
+def usage_of(index: int) -> list[tuple[str, int, int]]:
+    """The API rows of day FIRST + index."""
+    rows = [("C000002", 10 + index, 100 + index)]
+    if index <= 2:
+        rows.append(("C000001", 4, 40))
+    if index == 9:
+        rows += [("C000003", 3, 9), ("C900001", 1, 1)]
+    if index in (0, 7):
+        rows.append(("C000005", 2, 5))
+    if index >= 5:
+        rows.append(("C900002", 2, 7))
+    return rows
+
+
+def build_days(engine: sa.Engine, count: int) -> None:
+    for index in range(count):
+        load_day(engine, FIRST + dt.timedelta(days=index), COMPANIES, usage_of(index))
+
+
+def write_validation_warning(data_dir: Path, day: dt.date) -> None:
+    """A validation result as the quality gates keep it (pipeline.validation), with one warning."""
+    directory = data_dir / "validation" / f"date={day.isoformat()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {
+        "dataset": "crm",
+        "date": day.isoformat(),
+        "success": True,
+        "warnings": [WARNING],
+        "checks": [],
+    }
+    (directory / "crm.json").write_text(json.dumps(document))
+
+
+@dataclass
+class Rendered:
+    backend: str
+    database_url: str
+    data_dir: Path
+    manifest: dict
+
+    @property
+    def directory(self) -> Path:
+        return report.report_dir(self.data_dir, DAY)
+
+    @property
+    def html(self) -> str:
+        return (self.directory / report.REPORT_HTML).read_text(encoding="utf-8")
+
+    @property
+    def email_html(self) -> str:
+        return (self.directory / report.EMAIL_HTML).read_text(encoding="utf-8")
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.directory / report.SUMMARY).read_text())
+
+    @property
+    def engine(self) -> sa.Engine:
+        return warehouse(self.database_url)
+
+
+def render_world(backend: str, database_url: str, root: Path) -> Rendered:
+    build_days(warehouse(database_url), 10)
+    data_dir = root / "data"
+    write_validation_warning(data_dir, DAY)
+    manifest = report.render_report(database_url, data_dir, DAY)
+    return Rendered(backend, database_url, data_dir, manifest)
+
+
+@pytest.fixture(scope="module")
+def sqlite_report(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    root = tmp_path_factory.mktemp("report-sqlite")
+    return render_world("sqlite", f"sqlite:///{root / 'warehouse.db'}", root)
+
+
+@pytest.fixture(scope="module")
+def postgres_report(tmp_path_factory: pytest.TempPathFactory):
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    name = f"pipeline_report_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield render_world("postgres", url, tmp_path_factory.mktemp("report-postgres"))
+    finally:
+        create_engine(url).dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    """The report of DAY, rendered once per backend."""
+    return request.getfixturevalue(f"{request.param}_report")
+
+
+# -- reading what the report says ----------------------------------------------------------------------
+
+
+class _Tables(HTMLParser):
+    """The text of every table cell: [[row cells], ...] per table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append("\n")
+
+    def handle_endtag(self, tag) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables(page: str) -> list[list[list[str]]]:
+    parser = _Tables()
+    parser.feed(page)
+    return parser.tables
+
+
+def number(text: str) -> int | None:
+    """'1,234' -> 1234; '+2 (+3.4%)' -> 2; an em dash -> None."""
+    match = re.match(r"^\s*([+-]?[\d,]+)", text)
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def direct_totals(engine: sa.Engine, day: dt.date) -> dict[str, int | None]:
+    """The headline numbers straight from analytics.company_daily_activity (not the report's SQL)."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT COUNT(*), SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END), SUM(active_users), "
+                "SUM(events), SUM(CASE WHEN is_churn_risk THEN 1 ELSE 0 END), COUNT(is_churn_risk) "
+                "FROM analytics.company_daily_activity WHERE activity_date = :day"
+            ).bindparams(sa.bindparam("day", day, type_=sa.Date()))
+        ).one()
+    companies, active_companies, users, events, at_risk, churn_known = (int(value or 0) for value in row)
+    if companies == 0:
+        return dict.fromkeys(("companies", "active_companies", "active_users", "events", "at_risk"))
+    return {
+        "companies": companies,
+        "active_companies": active_companies,
+        "active_users": users,
+        "events": events,
+        "at_risk": at_risk if churn_known else None,
+    }
+
+
+LABELS = {
+    "companies": "Companies",
+    "active_companies": "Active companies (1+ active user)",
+    "active_users": "Active users",
+    "events": "Events",
+    "at_risk": "Companies at churn risk",
+}
+
+
+def change(now: int | None, before: int | None) -> int | None:
+    return None if now is None or before is None else now - before
+
+
+def broken_notebook(path: Path) -> Path:
+    """The report notebook with a cell that raises right after the parameters."""
+    notebook = nbformat.read(report.NOTEBOOK, as_version=4)
+    position = next(
+        i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])
+    )
+    notebook.cells.insert(
+        position + 1, nbformat.v4.new_code_cell('raise ValueError(f"no usage table for {report_date}")')
+    )
+    nbformat.write(notebook, path)
+    return path
