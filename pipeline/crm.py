@@ -11,6 +11,7 @@ import datetime as dt
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.parse
@@ -26,6 +27,30 @@ log = logging.getLogger(__name__)
 DATASET = "crm"
 REQUIRED_COLUMNS = ("company_id", "company_name", "country", "industry_tag", "last_contact_at")
 DOWNLOAD_TIMEOUT_SECONDS = (10, 120)
+
+# Object stores are read through fsspec and its backends, the optional "cloud" extra (docs/cloud_sources.md).
+CLOUD_EXTRA_HINT = "pip install 'company-activity-pipeline[cloud]' (in a checkout: pip install -e '.[cloud]')"
+_AZURE_SCHEMES = ("az", "abfs", "abfss")
+_FSSPEC_BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+SUPPORTED_LOCATIONS = "a local path, file://, http(s)://, s3://, az:// or abfs://"
+# Environment variables whose values must never reach an error message: the object stores' credentials.
+CREDENTIAL_ENV_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CLIENT_SECRET",
+    "AZURE_CLIENT_SECRET",
+)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_URL_QUERY = re.compile(r"\?[^\s'\"<>)]+")
+_SECRET_SETTING = re.compile(
+    r"\b(?P<name>AccountKey|SharedAccessSignature|SharedAccessKey|sig|password|secret)=[^;&\s'\"]+",
+    re.IGNORECASE,
+)
 
 
 class CrmSnapshotError(ValueError):
@@ -82,12 +107,18 @@ def snapshot_location(template: str, day: dt.date) -> str:
 
 
 def redact_location(location: str) -> str:
-    """The location without user info or query string (which may carry credentials or SAS tokens)."""
+    """The location without user info or query string (which may carry credentials or SAS tokens).
+
+    Azure's ``abfs://container@account.dfs.core.windows.net/path`` keeps its container: there the user
+    part names the container, not a user (a password beside it is still dropped, and the user with it).
+    """
     parts = urllib.parse.urlsplit(location)
     if not parts.scheme or len(parts.scheme) == 1:
         return location
     host = parts.hostname or ""
     netloc = host + (f":{parts.port}" if parts.port else "")
+    if parts.scheme.lower() in _AZURE_SCHEMES and parts.username and parts.password is None:
+        netloc = f"{parts.username}@{netloc}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -131,6 +162,7 @@ def read_landed_snapshot(data_dir: Path, day: dt.date) -> tuple[dict, CrmSnapsho
 def download_snapshot(location: str, destination: Path, day: dt.date) -> None:
     """Copy the snapshot at ``location`` to ``destination`` atomically (temp file, then rename)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
+    log.info("CRM snapshot for %s: downloading %s", day.isoformat(), redact_location(location))
     handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=".incoming-", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -141,8 +173,21 @@ def download_snapshot(location: str, destination: Path, day: dt.date) -> None:
         raise
 
 
+def scrub_secrets(text: str) -> str:
+    """``text`` without credentials: URL user info and query strings, key=secret settings, the values of
+    the credential environment variables. For error messages that quote a cloud SDK's own message."""
+    for name in CREDENTIAL_ENV_VARS:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    text = _URL_USERINFO.sub(r"\g<scheme>", text)
+    text = _URL_QUERY.sub("?***", text)
+    return _SECRET_SETTING.sub(r"\g<name>=***", text)
+
+
 def _not_found(location: str, day: dt.date) -> CrmSnapshotNotFound:
-    return CrmSnapshotNotFound(location, f"CRM snapshot for {day.isoformat()} not found at {location}")
+    shown = redact_location(location)
+    return CrmSnapshotNotFound(shown, f"CRM snapshot for {day.isoformat()} not found at {shown}")
 
 
 def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date) -> None:
@@ -158,6 +203,7 @@ def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date) -> 
         with path.open("rb") as source:
             shutil.copyfileobj(source, out, length=1024 * 1024)
     elif scheme in ("http", "https"):
+        _scrub_url_logging()  # urllib3 logs each URL at DEBUG, SAS token and all
         try:
             with requests.get(location, stream=True, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
                 if response.status_code == 404:
@@ -166,24 +212,108 @@ def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date) -> 
                 for chunk in response.iter_content(chunk_size=1024 * 1024):
                     out.write(chunk)
         except requests.RequestException as error:
-            raise CrmSnapshotError(location, f"download failed: {error}") from error
+            # requests quotes the whole URL, SAS token and all: the message is scrubbed, the chain cut.
+            raise CrmSnapshotError(
+                redact_location(location), f"download failed: {scrub_secrets(str(error))}"
+            ) from None
     else:
         _copy_with_fsspec(location, out, day)
 
 
+def _missing_extra(location: str, scheme: str, error: ImportError) -> CrmSnapshotError:
+    backend = _FSSPEC_BACKENDS.get(scheme)
+    needs = f"fsspec and {backend}" if backend else "fsspec and its backend for this scheme"
+    detail = scrub_secrets(str(error)).rstrip(".")
+    return CrmSnapshotError(
+        redact_location(location),
+        f"reading {scheme}:// locations needs {needs}, from the optional cloud extra: {CLOUD_EXTRA_HINT}"
+        + (f" ({detail})" if detail else ""),
+    )
+
+
 def _copy_with_fsspec(location: str, out: io.BufferedWriter, day: dt.date) -> None:
-    """Object stores (s3://, az://, abfs://, gs://...) through fsspec, an optional extra."""
+    """Object stores (s3://, az://, abfs://) through fsspec and its backends, the optional cloud extra.
+
+    Credentials come from each cloud's standard environment variables, read by the SDKs themselves
+    (docs/cloud_sources.md). No error raised here carries them: SDK messages are scrubbed and the
+    exception chain is cut, so a logged traceback cannot quote them either.
+    """
+    shown = redact_location(location)
+    scheme = urllib.parse.urlsplit(location).scheme.lower()
     try:
         import fsspec
     except ImportError as error:
-        raise CrmSnapshotError(
-            location, "reading this URL needs the optional cloud extra: pip install -e '.[cloud]'"
-        ) from error
+        raise _missing_extra(location, scheme, error) from None
+    _quiet_sdk_http_logging()
     try:
-        with fsspec.open(location, "rb") as source:
-            shutil.copyfileobj(source, out, length=1024 * 1024)
-    except FileNotFoundError as error:
-        raise _not_found(location, day) from error
+        # A new filesystem each time: the credentials and endpoint are read from the environment now,
+        # not from whatever an earlier download in this process was built with.
+        with fsspec.open(location, "rb", skip_instance_cache=True) as source:
+            expected = getattr(source, "size", None)
+            copied = 0
+            while chunk := source.read(1024 * 1024):
+                out.write(chunk)
+                copied += len(chunk)
+    except FileNotFoundError:
+        raise _not_found(location, day) from None
+    except ImportError as error:
+        raise _missing_extra(location, scheme, error) from None
+    except PermissionError as error:
+        raise CrmSnapshotError(
+            shown,
+            "access denied: check the credentials in the environment and that they may read this object"
+            f" (S3 also answers so for a missing object when they may not list the bucket): "
+            f"{scrub_secrets(str(error))}",
+        ) from None
+    except Exception as error:
+        raise CrmSnapshotError(shown, _describe_fsspec_error(scheme, error)) from None
+    if isinstance(expected, int) and copied != expected:
+        raise CrmSnapshotError(
+            shown, f"download incomplete: received {copied} of {expected} bytes; fetch it again"
+        )
+
+
+def _describe_fsspec_error(scheme: str, error: Exception) -> str:
+    message = scrub_secrets(str(error))
+    kind = type(error).__name__
+    if kind == "ValueError" and message.startswith("Protocol not known"):
+        return f"unsupported location scheme {scheme}://: use {SUPPORTED_LOCATIONS}"
+    if kind == "NoCredentialsError":
+        return (
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "and AWS_ENDPOINT_URL for an S3-compatible store"
+        )
+    if scheme in _AZURE_SCHEMES and "connection_string or account_name" in message:
+        return (
+            "no Azure Storage credentials found: set AZURE_STORAGE_CONNECTION_STRING, or "
+            "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN"
+        )
+    return f"download failed: {kind}: {message}"
+
+
+class _ScrubSecretsFilter(logging.Filter):
+    """Scrubs the records of a third-party logger that quotes request URLs (urllib3 at DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = scrub_secrets(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+def _scrub_url_logging() -> None:
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(existing, _ScrubSecretsFilter) for existing in logger.filters):
+        logger.addFilter(_ScrubSecretsFilter())
+
+
+def _quiet_sdk_http_logging() -> None:
+    """The Azure SDK logs every request and its headers at INFO; keep that out of the run logs."""
+    for name in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def parse_snapshot(path: Path, source: str | None = None) -> CrmSnapshot:
@@ -274,32 +404,37 @@ def _decode(data: bytes, source: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        row, column = _locate_bad_bytes(data)
+        row, column = _locate_bad_bytes(data, error.start)
+        utf16 = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
         raise CrmSnapshotError(
             source,
-            f"not UTF-8: byte 0x{data[error.start]:02x} at offset {error.start} cannot be decoded "
-            "(export the file as UTF-8)",
+            f"not UTF-8: byte 0x{data[error.start]:02x} at offset {error.start} cannot be decoded"
+            f"{utf16} (export the file as UTF-8)",
             row=row,
             line=line,
             column=column,
         ) from error
 
 
-def _locate_bad_bytes(data: bytes) -> tuple[int | None, str | None]:
-    """The data row and column of the first undecodable byte, for the error message."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace"), newline=""))
+def _locate_bad_bytes(data: bytes, offset: int) -> tuple[int | None, str | None]:
+    """The data row and column holding the undecodable byte at ``offset``, for the error message.
+
+    The bytes before ``offset`` decode, so parsing them as CSV tells how many records and fields come
+    before the bad byte. None where it is not in a data row (the header) or the CSV is broken before it.
+    """
+    prefix = data[:offset].decode("utf-8-sig")
     try:
-        header = next(reader)
-        for row_number, record in enumerate(reader, start=1):
-            for position, value in enumerate(record):
-                if "\ufffd" in value:
-                    return row_number, header[position].strip() if position < len(header) else None
-        for name in header:
-            if "\ufffd" in name:
-                return None, name.strip()
+        records = list(csv.reader(io.StringIO(prefix, newline="")))
     except csv.Error:
-        pass
-    return None, None
+        return None, None
+    if len(records) < 2 and not (records and prefix.endswith(("\n", "\r"))):
+        return None, None
+    header = [name.strip() for name in records[0]]
+    if prefix.endswith(("\n", "\r")):
+        row_number, position = len(records), 0  # the bad byte starts a new record
+    else:
+        row_number, position = len(records) - 1, len(records[-1]) - 1
+    return row_number, header[position] if position < len(header) else None
 
 
 def _check_header(columns: list[str], source: str) -> list[str]:

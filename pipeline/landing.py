@@ -82,7 +82,9 @@ def archive_current_landing(directory: Path) -> Path | None:
     ]
     target = directory / f"v{max(versions, default=0) + 1}"
     target.mkdir()
-    for entry in current:
+    # The manifest goes first: a process killed half way leaves an incomplete landing (refetched on the
+    # next run), never a manifest beside some of its pages.
+    for entry in sorted(current, key=lambda entry: entry.name != MANIFEST_NAME):
         os.replace(entry, target / entry.name)
     return target
 

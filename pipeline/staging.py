@@ -1,4 +1,8 @@
-"""Staging: load one day of each source into ``stg`` in one transaction, replacing that day only."""
+"""Staging: load one day of each source into ``stg`` in one transaction, replacing that day only.
+
+Each transaction takes the warehouse write lock first (``pipeline.locks``): two runs staging the same
+day one after the other, never interleaved.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Engine
 
 from pipeline.crm import CrmSnapshot
+from pipeline.faultpoints import fault_point
+from pipeline.locks import lock_warehouse_for_writing
 from pipeline.transform import staged_load, utc_now
 from pipeline.warehouse import bulk_insert, run_sql
 
@@ -21,8 +27,11 @@ def stage_crm(engine: Engine, snapshot_date: dt.date, snapshot: CrmSnapshot, lan
     """Replace the staged CRM snapshot of ``snapshot_date``; returns the rows staged."""
     rows = ((snapshot_date, *company.as_row()) for company in snapshot.companies)
     with engine.begin() as connection:
+        lock_warehouse_for_writing(connection)
         run_sql(connection, "delete_staged_crm_day", snapshot_date=snapshot_date)
+        fault_point("stage:deleted")
         count = bulk_insert(connection, "stg.crm_daily", CRM_COLUMNS, rows)
+        fault_point("stage:inserted")
         _record_load(connection, CRM_DATASET, snapshot_date, count, snapshot.source, landing_id)
     return count
 
@@ -39,8 +48,11 @@ def stage_usage(
         (activity_date, company_id, active_users, events) for company_id, active_users, events in usage_rows
     )
     with engine.begin() as connection:
+        lock_warehouse_for_writing(connection)
         run_sql(connection, "delete_staged_usage_day", activity_date=activity_date)
+        fault_point("stage:deleted")
         count = bulk_insert(connection, "stg.product_usage_daily", USAGE_COLUMNS, rows)
+        fault_point("stage:inserted")
         _record_load(connection, USAGE_DATASET, activity_date, count, source, landing_id)
     return count
 

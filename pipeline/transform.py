@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.faultpoints import fault_point
+from pipeline.locks import lock_warehouse_for_writing
 from pipeline.warehouse import run_sql
 
 WINDOW_DAYS = 7
@@ -69,9 +71,12 @@ def merge_day(
     """
     loaded_at = loaded_at or utc_now()
     with engine.begin() as connection:
+        # Merges of days less than a week apart read and rewrite each other's rows: one at a time.
+        lock_warehouse_for_writing(connection)
         result = _write_day(connection, activity_date, loaded_at)
         if before_commit is not None:
             before_commit(connection, result)
+        fault_point("merge:validated")
     return result
 
 
@@ -90,6 +95,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
     crm_rows, usage_rows = int(crm_load["row_count"]), int(usage_load["row_count"])
 
     run_sql(connection, "delete_company_daily_activity_day", activity_date=activity_date)
+    fault_point("merge:deleted")
     run_sql(
         connection,
         "populate_company_daily_activity",
@@ -102,6 +108,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
     )
     # Every company of the snapshot gets a row, so the rest are the orphans.
     orphan_rows = output_rows - crm_rows
+    fault_point("merge:populated")
 
     run_sql(connection, "delete_loaded_day", activity_date=activity_date)
     run_sql(
@@ -118,6 +125,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
         loaded_at=loaded_at,
     )
     recomputed = recompute_rolling_columns(connection, activity_date, loaded_at)
+    fault_point("merge:recomputed")
     return MergeResult(
         activity_date=activity_date,
         crm_snapshot_date=crm_snapshot_date,

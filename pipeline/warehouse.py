@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,12 +47,32 @@ def sqlite_schema_path(main_database: str, schema: str) -> str:
     return str(path.with_name(f"{path.stem}.{schema}{path.suffix or '.db'}"))
 
 
-@functools.lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+
+
 def create_engine(database_url: str) -> Engine:
     """An engine for ``database_url`` with the ``stg`` and ``analytics`` schemas reachable.
 
     Cached per URL: Luigi asks many tasks for completeness and each would otherwise open a pool.
     """
+    if database_url not in _engines:
+        _engines[database_url] = _new_engine(database_url)
+    return _engines[database_url]
+
+
+def _drop_inherited_connections() -> None:
+    # In a forked child (Luigi's --workers N runs each task in one): open new database connections. The
+    # pooled ones belong to the parent; two processes on one PostgreSQL socket corrupt both sessions
+    # ("error with status PGRES_TUPLES_OK and no message from the libpq"). close=False: closing them
+    # here would end the parent's sessions too.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_drop_inherited_connections)
+
+
+def _new_engine(database_url: str) -> Engine:
     url = sa.make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url)
@@ -60,6 +81,15 @@ def create_engine(database_url: str) -> Engine:
     raise WarehouseError(
         f"unsupported database URL {url.render_as_string(hide_password=True)}: use sqlite or postgresql"
     )
+
+
+def absolute_database_url(database_url: str) -> str:
+    """``database_url`` with a relative SQLite path made absolute (from the current directory), so that
+    a process started elsewhere (the report's notebook kernel) opens the same database file."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return database_url
+    return url.set(database=str(Path(url.database).resolve())).render_as_string(hide_password=False)
 
 
 def postgres_url(url: sa.URL | str) -> sa.URL:
@@ -151,7 +181,7 @@ def ensure_schema(engine: Engine) -> None:
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7261001)")
             for schema in SCHEMAS:
                 connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        for name in ("schema_stg", "schema_analytics"):
+        for name in ("schema_stg", "schema_analytics", "schema_validation"):
             for statement in split_statements(read_sql(name)):
                 connection.exec_driver_sql(statement)
 

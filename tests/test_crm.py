@@ -57,7 +57,10 @@ def test_parse_reads_every_column_and_converts_timestamps_to_utc(tmp_path: Path)
 
 
 def test_columns_in_any_order_with_a_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
-    body = "\ufefflast_contact_at,industry_tag,company_id,country,company_name\r\n2026-11-01T00:00:00Z,saas,C9,FR,Zed\r\n"
+    body = (
+        "\ufefflast_contact_at,industry_tag,company_id,country,company_name\r\n"
+        "2026-11-01T00:00:00Z,saas,C9,FR,Zed\r\n"
+    )
     snapshot = crm.parse_snapshot(write(tmp_path, body))
     assert snapshot.companies[0].as_row() == ("C9", "Zed", "FR", "saas", dt.datetime(2026, 11, 1))
 
@@ -95,6 +98,18 @@ def test_extra_columns_are_ignored_with_a_warning(tmp_path: Path, caplog: pytest
             HEADER.encode() + "C1,Müller,DE,x,\n".encode("latin-1"),
             "row 1 (line 2), column 'company_name': not UTF-8",
         ),
+        (
+            HEADER.encode() + "C1,A,DE,x,\nÜ2,B,DE,x,\n".encode("latin-1"),
+            "row 2 (line 3), column 'company_id': not UTF-8: byte 0xdc",
+        ),
+        (
+            "company_id,company_näme,country,industry_tag,last_contact_at\nC1,A,DE,x,\n".encode("latin-1"),
+            "crm_2026-11-20.csv, line 1: not UTF-8: byte 0xe4",
+        ),
+        (
+            (HEADER + "C1,A,DE,x,\n").encode("utf-16"),
+            "line 1: not UTF-8: byte 0xff at offset 0 cannot be decoded (it looks like UTF-16)",
+        ),
         ("company_id,company_id,country,industry_tag,last_contact_at\n", "duplicate column names"),
     ],
     ids=[
@@ -108,6 +123,9 @@ def test_extra_columns_are_ignored_with_a_warning(tmp_path: Path, caplog: pytest
         "short-row",
         "broken-quote",
         "latin-1",
+        "latin-1-at-the-start-of-a-row",
+        "latin-1-in-the-header",
+        "utf-16",
         "duplicate-header",
     ],
 )
