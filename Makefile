@@ -17,7 +17,7 @@ help:
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cloud]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -41,6 +41,9 @@ scheduler: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_load.py
+	$(BIN)/python bench/bench_api_fetch.py
+	$(BIN)/python bench/bench_validation.py
+	$(BIN)/python bench/bench_report.py
 
 clean:
 	rm -rf var/data var/warehouse*.db var/sample

@@ -16,9 +16,13 @@ from pipeline.tasks import (
     FetchCrmSnapshot,
     FetchProductUsage,
     MergeDay,
+    RenderReport,
     RunDaily,
+    SendReport,
     StageCrm,
     StageProductUsage,
+    ValidateCrm,
+    ValidateProductUsage,
 )
 
 __all__ = [
@@ -26,9 +30,13 @@ __all__ = [
     "FetchCrmSnapshot",
     "FetchProductUsage",
     "MergeDay",
+    "RenderReport",
     "RunDaily",
+    "SendReport",
     "StageCrm",
     "StageProductUsage",
+    "ValidateCrm",
+    "ValidateProductUsage",
 ]
 
 ensure_failure_exit_codes()

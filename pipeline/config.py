@@ -39,6 +39,9 @@ class PipelineConfig(_Section):
     catch_up_days = luigi.IntParameter(
         default=7, description="The nightly CatchUp run loads any day missed in this many days before today"
     )
+    lock_timeout_seconds = luigi.FloatParameter(
+        default=3600.0, description="How long a run waits for another run's lock on the same task, then fails"
+    )
 
     @property
     def data_path(self) -> Path:
@@ -69,6 +72,61 @@ class ProductApiConfig(_Section):
     backoff_max_seconds = luigi.FloatParameter(default=30.0)
     requests_per_second = luigi.FloatParameter(
         default=0.0, description="Client-side request rate limit; 0 means unlimited"
+    )
+
+
+class ValidationConfig(_Section):
+    section = "validation"
+
+    max_row_drop = luigi.FloatParameter(
+        default=0.10,
+        description="Fail a day whose row count (CRM, usage or output) drops by more than this fraction "
+        "against the previous loaded day; RunDaily --accept-row-drop accepts a real drop",
+    )
+
+
+class ReportConfig(_Section):
+    """The daily churn report. SMTP is Luigi's own [smtp] section, the sender [email] sender."""
+
+    section = "report"
+
+    enabled = luigi.BoolParameter(
+        default=True,
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="RunDaily renders and mails the report; false: it stops at the merge (e.g. a backfill "
+        "with --report-enabled false; a later run with the report on renders the missing reports)",
+    )
+    recipients = luigi.Parameter(
+        default="", description="Comma-separated addresses; empty: render the report, don't mail it"
+    )
+    notebook = luigi.Parameter(
+        default="", description="The report notebook; empty: reports/daily_churn_report.ipynb of the project"
+    )
+    max_age_days = luigi.IntParameter(
+        default=7,
+        description="Mail a day's first report only when the day is at most this many days old (a backfill "
+        "of older days renders without mailing); corrections are always mailed; -1: no limit",
+    )
+    cell_timeout_seconds = luigi.IntParameter(
+        default=600, description="The most one notebook cell may run before the render fails"
+    )
+    max_rows = luigi.IntParameter(
+        default=25, description="Rows shown per list; the full lists are CSV files beside the report"
+    )
+
+
+class AlertsConfig(_Section):
+    """Failure alerts: the webhook URL comes from PIPELINE_ALERT_WEBHOOK_URL (it is a secret)."""
+
+    section = "alerts"
+
+    webhook_timeout_seconds = luigi.FloatParameter(
+        default=5.0, description="The most a failing task waits for the webhook (connect + response)"
+    )
+    luigid_url = luigi.Parameter(
+        default="",
+        description="Base URL of luigid for links in alerts; empty: the scheduler of [core] "
+        "(e.g. http://127.0.0.1:8082), when the run uses one",
     )
 
 

@@ -13,14 +13,14 @@ import re
 import sys
 from pathlib import Path
 
+from pipeline.crm import CREDENTIAL_ENV_VARS
+
 SECRET_ENV_VARS = (
     "PRODUCT_API_CLIENT_ID",
     "PRODUCT_API_CLIENT_SECRET",
     "SMTP_PASSWORD",
     "PIPELINE_ALERT_WEBHOOK_URL",
-    "AWS_SECRET_ACCESS_KEY",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_CONNECTION_STRING",
+    *CREDENTIAL_ENV_VARS,
 )
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"

@@ -1,9 +1,15 @@
 """The Luigi task graph for one date D. Tasks are thin: they wire targets and parameters and call
 plain functions from the other modules, which are tested on their own.
 
-    FetchCrmSnapshot(D) ──> StageCrm(D) ──────────┐
-                                                   ├──> MergeDay(D) ──> RunDaily(D)
-    FetchProductUsage(D) ─> StageProductUsage(D) ──┘
+    FetchCrmSnapshot(D) ──> StageCrm(D) ──────────> ValidateCrm(D) ──────────┐
+                                                                              ├──> MergeDay(D) ──┐
+    FetchProductUsage(D) ─> StageProductUsage(D) ──> ValidateProductUsage(D) ──┘                  │
+                                                                                                  │
+    RunDaily(D) <── SendReport(D) <── RenderReport(D) <───────────────────────────────────────────┘
+
+MergeDay validates its own result before it commits (the output suite), so a bad day never shows.
+RenderReport executes the churn-report notebook for D; SendReport mails it (pipeline.report, .mailer).
+Any failure alerts (pipeline.alerts): Luigi's error e-mail and the JSON webhook.
 """
 
 from __future__ import annotations
@@ -15,11 +21,21 @@ import time
 import luigi
 from luigi.task import MixinNaiveBulkComplete, flatten
 
-from pipeline import crm, landing, product_api, staging, transform
-from pipeline.config import CrmConfig, PipelineConfig, ProductApiConfig, product_api_credentials
+from pipeline import alerts, crm, landing, locks, mailer, product_api, staging, transform, validation
+from pipeline import report as churn_report
+from pipeline.config import (
+    CrmConfig,
+    PipelineConfig,
+    ProductApiConfig,
+    ReportConfig,
+    ValidationConfig,
+    product_api_credentials,
+)
+from pipeline.faultpoints import fault_point
 from pipeline.targets import LandingTarget, MergedDayTarget, StagedTarget, warehouse
 
 log = logging.getLogger("pipeline")
+alerts.install()  # failure alerts: the webhook handler, and SMTP_PASSWORD for Luigi's error e-mails
 
 
 class DayTask(luigi.Task):
@@ -31,10 +47,21 @@ class DayTask(luigi.Task):
         default="", description="Set by RunDaily --refresh: landings fetched before it are fetched again"
     )
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every day task's run holds its locks (pipeline/locks.py) and skips the work when another run
+        # of the same day did it meanwhile: safe to run twice at once without luigid.
+        if "run" in cls.__dict__ and not getattr(cls.run, "__wrapped_by_lock__", False):
+            cls.run = locks.exclusive_run(cls.__dict__["run"])
+
     def complete(self) -> bool:
         # A task is only done while everything it was built from is done: this is what makes a refresh
         # of the sources ripple down the graph.
         return super().complete() and all(task.complete() for task in flatten(self.requires()))
+
+    def on_failure(self, exception: BaseException) -> str:
+        # What Luigi mails to [email] receiver and shows in luigid: task, date, error, luigid link first.
+        return alerts.failure_explanation(self, exception, super().on_failure(exception))
 
     @property
     def data_dir(self):
@@ -46,6 +73,7 @@ class DayTask(luigi.Task):
 
     def report(self, message: str, percentage: float | None = None) -> None:
         """Progress for the luigid visualiser, and the log."""
+        fault_point(f"progress:{self.get_task_family()}")
         self.set_status_message(message)
         if percentage is not None:
             self.set_progress_percentage(percentage)
@@ -80,6 +108,16 @@ def _log_failure(task: DayTask, error: BaseException) -> None:
     log.error("%s failed for %s: %s: %s", task.get_task_family(), task.date, type(error).__name__, error)
 
 
+@DayTask.event_handler(luigi.Event.DEPENDENCY_DISCOVERED)
+def _import_great_expectations_before_forking(task: DayTask, _dependency: luigi.Task) -> None:
+    # With --workers N > 1 Luigi runs each task in a process forked from this one: import Great
+    # Expectations (~4 s) here, once, rather than in every validating task's fresh process (a 30-day
+    # backfill with 2 workers took 6x longer than with 1). Fires in the parent while Luigi schedules an
+    # incomplete task.
+    if isinstance(task, GatedDayTask) and luigi.interface.core().workers > 1:
+        import great_expectations  # noqa: F401
+
+
 class FetchCrmSnapshot(DayTask):
     """Download the CRM snapshot of D into the raw landing area."""
 
@@ -89,7 +127,9 @@ class FetchCrmSnapshot(DayTask):
     def run(self) -> None:
         started = time.monotonic()
         self.archive_stale_landing(self.output())
+        self.report("downloading the CRM snapshot", 0)
         manifest = crm.land_snapshot(CrmConfig().source, self.data_dir, self.date)
+        self.report(f"landed the CRM snapshot: {manifest['bytes']} bytes from {manifest['source']}", 100)
         self.log_done(started, bytes=manifest["bytes"], source=manifest["source"])
 
 
@@ -176,14 +216,86 @@ class StageProductUsage(DayTask):
         self.log_done(started, rows=count, pages=manifest["page_count"])
 
 
-class MergeDay(DayTask):
-    """Merge D into analytics.company_daily_activity and recompute D+1 .. D+6 (one transaction)."""
+class GatedDayTask(DayTask):
+    """A task behind a data-quality gate: carries the operator's ``--accept-row-drop`` override."""
+
+    accept_row_drop = luigi.BoolParameter(
+        default=False,
+        description="Accept a row-count drop beyond [validation] max_row_drop (or an empty usage day) "
+        "for D: logged and recorded with the day's validation results",
+    )
+
+    def validation_settings(self) -> dict:
+        if self.accept_row_drop:
+            log.warning(
+                "%s for %s runs with --accept-row-drop: a row drop beyond max_row_drop is accepted, "
+                "logged and recorded",
+                self.get_task_family(),
+                self.date,
+            )
+        return {"accept_row_drop": self.accept_row_drop, "max_row_drop": ValidationConfig().max_row_drop}
+
+
+class ValidateCrm(GatedDayTask):
+    """Validate the staged CRM snapshot of D with expectations/crm_snapshot.json (before the merge)."""
+
+    def requires(self) -> StageCrm:
+        return StageCrm(date=self.date, refresh_stamp=self.refresh_stamp)
+
+    def output(self) -> validation.ValidatedTarget:
+        return validation.ValidatedTarget(self.data_dir, validation.CRM, self.date, self.input())
+
+    def run(self) -> None:
+        started = time.monotonic()
+        self.report("validating the staged CRM snapshot")
+        outcome = validation.validate_crm(
+            warehouse(self.database_url),
+            self.date,
+            self.data_dir,
+            landing_id=self.input().staged_landing_id(),
+            extra_warnings=validation.crm_header_warnings(self.data_dir, self.date),
+            **self.validation_settings(),
+        )
+        self.report(f"CRM snapshot passed, {len(outcome.warnings)} warnings: {outcome.html_path}", 100)
+        self.log_done(
+            started, rows=outcome.row_count, warnings=len(outcome.warnings), results=outcome.html_path
+        )
+
+
+class ValidateProductUsage(GatedDayTask):
+    """Validate the staged product usage of D with expectations/product_usage.json (before the merge)."""
+
+    def requires(self) -> StageProductUsage:
+        return StageProductUsage(date=self.date, refresh_stamp=self.refresh_stamp)
+
+    def output(self) -> validation.ValidatedTarget:
+        return validation.ValidatedTarget(self.data_dir, validation.USAGE, self.date, self.input())
+
+    def run(self) -> None:
+        started = time.monotonic()
+        self.report("validating the staged product usage")
+        outcome = validation.validate_product_usage(
+            warehouse(self.database_url),
+            self.date,
+            self.data_dir,
+            landing_id=self.input().staged_landing_id(),
+            **self.validation_settings(),
+        )
+        self.report(f"product usage passed, {len(outcome.warnings)} warnings: {outcome.html_path}", 100)
+        self.log_done(
+            started, rows=outcome.row_count, warnings=len(outcome.warnings), results=outcome.html_path
+        )
+
+
+class MergeDay(GatedDayTask):
+    """Merge D into analytics.company_daily_activity and recompute D+1 .. D+6 (one transaction).
+
+    The output suite runs inside that transaction before it commits: a failing check rolls it back.
+    """
 
     def requires(self) -> dict[str, luigi.Task]:
-        return {
-            "crm": StageCrm(date=self.date, refresh_stamp=self.refresh_stamp),
-            "usage": StageProductUsage(date=self.date, refresh_stamp=self.refresh_stamp),
-        }
+        gate = dict(date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop)
+        return {"crm": ValidateCrm(**gate), "usage": ValidateProductUsage(**gate)}
 
     def output(self) -> MergedDayTarget:
         return MergedDayTarget(self.database_url, self.date)
@@ -191,7 +303,11 @@ class MergeDay(DayTask):
     def run(self) -> None:
         started = time.monotonic()
         self.report("merging")
-        result = transform.merge_day(warehouse(self.database_url), self.date)
+        result = transform.merge_day(
+            warehouse(self.database_url),
+            self.date,
+            before_commit=validation.output_validator(self.data_dir, **self.validation_settings()),
+        )
         self.report(f"merged {result.output_rows} rows", 100)
         self.log_done(
             started,
@@ -199,6 +315,66 @@ class MergeDay(DayTask):
             orphans=result.orphan_rows,
             recomputed=",".join(day.isoformat() for day in result.recomputed_days),
         )
+
+
+class RenderReport(GatedDayTask):
+    """Execute the churn-report notebook for D and render it: HTML, e-mail body, charts, under
+    ``data_dir/reports/date=D/``. Done while it was built from D's current data (a refresh re-renders)."""
+
+    def requires(self) -> MergeDay:
+        return MergeDay(
+            date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop
+        )
+
+    def output(self) -> churn_report.ReportTarget:
+        return churn_report.ReportTarget(self.database_url, self.data_dir, self.date)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        config = ReportConfig()
+        self.report("executing the report notebook", 10)
+        manifest = churn_report.render_report(
+            self.database_url,
+            self.data_dir,
+            self.date,
+            notebook_path=config.notebook or churn_report.NOTEBOOK,
+            timeout=config.cell_timeout_seconds,
+            max_rows=config.max_rows,
+        )
+        self.report(f"rendered {self.output().path}", 100)
+        self.log_done(started, html=self.output().path, email_bytes=manifest["email_html_bytes"])
+
+
+class SendReport(GatedDayTask):
+    """Mail the rendered report of D to [report] recipients, once per version of D's data: a re-run
+    does not mail again, a refresh mails a correction. No recipients: recorded as rendered, not sent."""
+
+    def requires(self) -> RenderReport:
+        return RenderReport(
+            date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop
+        )
+
+    def output(self) -> mailer.SentReportTarget:
+        return mailer.SentReportTarget(self.database_url, self.data_dir, self.date)
+
+    def run(self) -> None:
+        from luigi.notifications import email
+
+        started = time.monotonic()
+        config = ReportConfig()
+        recipients = mailer.parse_recipients(config.recipients)
+        self.report(f"mailing the report to {len(recipients)} recipient(s)" if recipients else "not mailing")
+        entry = mailer.deliver(
+            self.data_dir,
+            self.date,
+            recipients=recipients,
+            sender=email().sender,
+            settings=mailer.SmtpSettings.from_config() if recipients else None,
+            max_age_days=config.max_age_days,
+            today=today_utc(),
+        )
+        self.report(entry.get("subject") or f"not sent: {entry.get('reason')}", 100)
+        self.log_done(started, status=entry["status"], correction=entry.get("correction", False))
 
 
 class UnfinishedDayError(luigi.parameter.ParameterException):
@@ -238,6 +414,11 @@ class RunDaily(MixinNaiveBulkComplete, luigi.WrapperTask):
     refresh = luigi.BoolParameter(
         default=False, description="Fetch D again from both sources and rebuild D and the loaded D+1 .. D+6"
     )
+    accept_row_drop = luigi.BoolParameter(
+        default=False,
+        description="Operator override: accept a row drop beyond [validation] max_row_drop (or an empty "
+        "usage day) for D; logged and recorded with the day's validation results",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -250,8 +431,12 @@ class RunDaily(MixinNaiveBulkComplete, luigi.WrapperTask):
         # out first and passes it down to the day's dependencies.
         return max(0, (yesterday_utc() - self.date).days)
 
-    def requires(self) -> MergeDay:
-        return MergeDay(date=self.date, refresh_stamp=self.refresh_stamp)
+    def requires(self) -> list[luigi.Task]:
+        day = dict(date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop)
+        if not ReportConfig().enabled:
+            return [MergeDay(**day)]
+        # SendReport needs RenderReport, which needs MergeDay: all three listed for the reader (and luigid).
+        return [MergeDay(**day), RenderReport(**day), SendReport(**day)]
 
 
 class CatchUp(luigi.WrapperTask):

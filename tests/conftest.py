@@ -6,6 +6,7 @@ PostgreSQL tests run against the real server (PIPELINE_TEST_POSTGRES_URL, defaul
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -38,24 +39,34 @@ def _postgres_unavailable_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
+@contextlib.contextmanager
+def throwaway_postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a new database on the test server, dropped afterwards. Fails in CI when the server is
+    down (PostgreSQL tests must never be skipped there); skips with the reason elsewhere."""
     reason = _postgres_unavailable_reason()
     if reason:
         if IN_CI:
             pytest.fail(f"CI=true and {reason}: PostgreSQL tests must not be skipped in CI", pytrace=False)
         pytest.skip(reason)
-    name = f"pipeline_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(postgres_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    yield url
-    create_engine(url).dispose()
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        create_engine(url).dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    with throwaway_postgres_database("pipeline_test") as url:
+        yield url
 
 
 def reset_postgres(url: str) -> None:
@@ -186,6 +197,8 @@ class PipelineWorld:
                 "backoff_base_seconds": "0.05",
                 "backoff_max_seconds": "0.2",
             },
+            # The report costs a notebook kernel per day: tests of the report turn it on where they need it.
+            "report": {"enabled": "false"},
             "core": {"local_scheduler": "true", "no_lock": "true"},
         }
         self.config_file = root / "luigi.cfg"
@@ -238,33 +251,41 @@ class PipelineWorld:
         )
 
 
-@pytest.fixture
-def world(
-    tmp_path: Path, database_url: str, usage_api, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[PipelineWorld]:
-    """A PipelineWorld on each backend, with Luigi's configuration pointed at it for this test."""
+@contextlib.contextmanager
+def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
+    """Set Luigi configuration options for the duration, then put back each named section as it was."""
     import luigi.configuration
     from luigi.task_register import Register
 
-    world = PipelineWorld(tmp_path, database_url, usage_api.base_url)
-    monkeypatch.setenv("PRODUCT_API_CLIENT_ID", API_CLIENT_ID)
-    monkeypatch.setenv("PRODUCT_API_CLIENT_SECRET", API_CLIENT_SECRET)
     config = luigi.configuration.get_config()
     saved = {
-        section: dict(config.items(section)) if config.has_section(section) else None
-        for section in world.settings
+        section: dict(config.items(section)) if config.has_section(section) else None for section in settings
     }
-    for section, values in world.settings.items():
+    for section, values in settings.items():
         if not config.has_section(section):
             config.add_section(section)
         for key, value in values.items():
             config.set(section, key, value)
     Register.clear_instance_cache()  # Config objects are cached with the values they were built with
-    yield world
-    for section, values in saved.items():
-        config.remove_section(section)
-        if values is not None:
-            config.add_section(section)
-            for key, value in values.items():
-                config.set(section, key, value)
-    Register.clear_instance_cache()
+    try:
+        yield
+    finally:
+        for section, values in saved.items():
+            config.remove_section(section)
+            if values is not None:
+                config.add_section(section)
+                for key, value in values.items():
+                    config.set(section, key, value)
+        Register.clear_instance_cache()
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, database_url: str, usage_api, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PipelineWorld]:
+    """A PipelineWorld on each backend, with Luigi's configuration pointed at it for this test."""
+    world = PipelineWorld(tmp_path, database_url, usage_api.base_url)
+    monkeypatch.setenv("PRODUCT_API_CLIENT_ID", API_CLIENT_ID)
+    monkeypatch.setenv("PRODUCT_API_CLIENT_SECRET", API_CLIENT_SECRET)
+    with luigi_settings(world.settings):
+        yield world

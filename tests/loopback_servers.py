@@ -112,29 +112,3 @@ def hanging_server() -> Iterator[str]:
         for connection in accepted:
             connection.close()
         listener.close()
-
-
-@contextlib.contextmanager
-def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
-    """Set Luigi configuration options for the duration, then put back what was there."""
-    import luigi.configuration
-    from luigi.task_register import Register
-
-    config = luigi.configuration.get_config()
-    saved: dict[tuple[str, str], str | None] = {}
-    for section, values in settings.items():
-        if not config.has_section(section):
-            config.add_section(section)
-        for key, value in values.items():
-            saved[(section, key)] = config.get(section, key) if config.has_option(section, key) else None
-            config.set(section, key, value)
-    Register.clear_instance_cache()
-    try:
-        yield
-    finally:
-        for (section, key), value in saved.items():
-            if value is None:
-                config.remove_option(section, key)
-            else:
-                config.set(section, key, value)
-        Register.clear_instance_cache()

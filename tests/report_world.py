@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,11 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 import sqlalchemy as sa
-from conftest import IN_CI, POSTGRES_ADMIN_URL, _postgres_unavailable_reason, company, load_day
+from conftest import company, load_day, throwaway_postgres_database
 
 from pipeline import report
 from pipeline.targets import warehouse
-from pipeline.warehouse import create_engine, postgres_url
 
 FIRST = dt.date(2026, 9, 1)
 DAY = FIRST + dt.timedelta(days=9)  # D: ten loaded days, so churn risk is known on D-1 and D
@@ -116,23 +114,8 @@ def sqlite_report(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
 
 @pytest.fixture(scope="module")
 def postgres_report(tmp_path_factory: pytest.TempPathFactory):
-    reason = _postgres_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
-    name = f"pipeline_report_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with throwaway_postgres_database("pipeline_report") as url:
         yield render_world("postgres", url, tmp_path_factory.mktemp("report-postgres"))
-    finally:
-        create_engine(url).dispose()
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import luigi
 import pytest
-from conftest import PipelineWorld
-from loopback_servers import SmtpSink, WebhookSink, free_port, hanging_server, luigi_settings
+from conftest import PipelineWorld, luigi_settings
+from loopback_servers import SmtpSink, WebhookSink, free_port, hanging_server
 from report_world import DAY, broken_notebook
 
 from pipeline import MergeDay, RunDaily, alerts, mailer, report

@@ -17,8 +17,7 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 import pytest
-from conftest import reset_postgres, table_rows
-from luigi.task_register import Register
+from conftest import luigi_settings, reset_postgres, table_rows
 
 from pipeline import RunDaily, landing, product_api, validation
 from pipeline.crm import CrmSnapshotError, CrmSnapshotNotFound
@@ -41,31 +40,6 @@ def _remember_failure(task: luigi.Task, error: BaseException) -> None:
 
 
 # -- a sandbox: its own data_dir and CRM folder, a shared warehouse with the baseline day loaded --------
-
-
-@contextlib.contextmanager
-def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
-    """Luigi's configuration pointed at ``settings`` for the block, restored afterwards."""
-    config = luigi.configuration.get_config()
-    saved = {
-        section: dict(config.items(section)) if config.has_section(section) else None for section in settings
-    }
-    for section, values in settings.items():
-        if not config.has_section(section):
-            config.add_section(section)
-        for key, value in values.items():
-            config.set(section, key, value)
-    Register.clear_instance_cache()  # Config objects are cached with the values they were built with
-    try:
-        yield
-    finally:
-        for section, values in saved.items():
-            config.remove_section(section)
-            if values is not None:
-                config.add_section(section)
-                for key, value in values.items():
-                    config.set(section, key, value)
-        Register.clear_instance_cache()
 
 
 def usage_rows(count: int) -> list[dict]:

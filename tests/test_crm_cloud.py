@@ -33,6 +33,7 @@ from cloud_emulators import (
     require_modules,
     unavailable,
 )
+from conftest import luigi_settings
 
 from pipeline import crm, landing
 from pipeline.sample_data import CompanyUniverse, write_crm_csv
@@ -159,7 +160,7 @@ def test_the_luigi_task_reads_an_s3_template_from_its_configuration(
             "database_url": f"sqlite:///{tmp_path / 'warehouse.db'}",
         },
     }
-    with _luigi_settings(settings):
+    with luigi_settings(settings):
         assert luigi.build([FetchCrmSnapshot(date=DAY)], local_scheduler=True, log_level="WARNING")
     manifest = landing.read_manifest(landing.day_dir(tmp_path / "data", crm.DATASET, DAY))
     _assert_landed(tmp_path / "data", manifest, crm.snapshot_location(template, DAY), crm_bytes)
@@ -349,28 +350,3 @@ def test_redact_location_keeps_the_azure_container() -> None:
     )
     assert crm.redact_location("s3://bucket/crm/x.csv") == "s3://bucket/crm/x.csv"
     assert crm.redact_location("https://token@host/x.csv") == "https://host/x.csv"
-
-
-@contextlib.contextmanager
-def _luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
-    import luigi.configuration
-    from luigi.task_register import Register
-
-    config = luigi.configuration.get_config()
-    saved: dict[tuple[str, str], str | None] = {}
-    for section, values in settings.items():
-        if not config.has_section(section):
-            config.add_section(section)
-        for key, value in values.items():
-            saved[(section, key)] = config.get(section, key) if config.has_option(section, key) else None
-            config.set(section, key, value)
-    Register.clear_instance_cache()
-    try:
-        yield
-    finally:
-        for (section, key), value in saved.items():
-            if value is None:
-                config.remove_option(section, key)
-            else:
-                config.set(section, key, value)
-        Register.clear_instance_cache()

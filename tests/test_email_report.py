@@ -14,8 +14,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import PipelineWorld
-from loopback_servers import SmtpSink, luigi_settings
+from conftest import PipelineWorld, luigi_settings
+from loopback_servers import SmtpSink
 from report_world import (
     DAY,
     LABELS,

@@ -33,9 +33,16 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 import pytest
-from conftest import IN_CI, PROJECT_ROOT, WORLD_COMPANIES, WORLD_SEED, PipelineWorld, table_rows
+from conftest import (
+    IN_CI,
+    PROJECT_ROOT,
+    WORLD_COMPANIES,
+    WORLD_SEED,
+    PipelineWorld,
+    luigi_settings,
+    table_rows,
+)
 from luigi.task import flatten
-from luigi.task_register import Register
 
 from pipeline import RunDaily, scheduler
 from pipeline.sample_data import CompanyUniverse
@@ -129,29 +136,6 @@ def running_luigid(root: Path) -> Iterator[Luigid]:
     finally:
         luigid.stop()
         output.close()
-
-
-@contextlib.contextmanager
-def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
-    """This process's Luigi configuration set to ``settings`` for a while (as the run's config file)."""
-    config = luigi.configuration.get_config()
-    saved = {name: dict(config.items(name)) if config.has_section(name) else None for name in settings}
-    for name, values in settings.items():
-        if not config.has_section(name):
-            config.add_section(name)
-        for key, value in values.items():
-            config.set(name, key, value)
-    Register.clear_instance_cache()
-    try:
-        yield
-    finally:
-        for name, values in saved.items():
-            config.remove_section(name)
-            if values is not None:
-                config.add_section(name)
-                for key, value in values.items():
-                    config.set(name, key, value)
-        Register.clear_instance_cache()
 
 
 def project_core_settings(port: int) -> dict[str, str]:
