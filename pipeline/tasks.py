@@ -181,7 +181,7 @@ class StageCrm(DayTask):
     """Parse the landed CRM snapshot of D and load it into stg.crm_daily."""
 
     def requires(self) -> FetchCrmSnapshot:
-        return FetchCrmSnapshot(date=self.date, refresh_stamp=self.refresh_stamp)
+        return self.clone(FetchCrmSnapshot)
 
     def output(self) -> StagedTarget:
         return StagedTarget(self.database_url, staging.CRM_DATASET, self.date, self.input())
@@ -199,7 +199,7 @@ class StageProductUsage(DayTask):
     """Replay the landed usage pages of D (no API call) into stg.product_usage_daily."""
 
     def requires(self) -> FetchProductUsage:
-        return FetchProductUsage(date=self.date, refresh_stamp=self.refresh_stamp)
+        return self.clone(FetchProductUsage)
 
     def output(self) -> StagedTarget:
         return StagedTarget(self.database_url, staging.USAGE_DATASET, self.date, self.input())
@@ -240,7 +240,7 @@ class ValidateCrm(GatedDayTask):
     """Validate the staged CRM snapshot of D with expectations/crm_snapshot.json (before the merge)."""
 
     def requires(self) -> StageCrm:
-        return StageCrm(date=self.date, refresh_stamp=self.refresh_stamp)
+        return self.clone(StageCrm)
 
     def output(self) -> validation.ValidatedTarget:
         return validation.ValidatedTarget(self.data_dir, validation.CRM, self.date, self.input())
@@ -266,7 +266,7 @@ class ValidateProductUsage(GatedDayTask):
     """Validate the staged product usage of D with expectations/product_usage.json (before the merge)."""
 
     def requires(self) -> StageProductUsage:
-        return StageProductUsage(date=self.date, refresh_stamp=self.refresh_stamp)
+        return self.clone(StageProductUsage)
 
     def output(self) -> validation.ValidatedTarget:
         return validation.ValidatedTarget(self.data_dir, validation.USAGE, self.date, self.input())
@@ -294,8 +294,7 @@ class MergeDay(GatedDayTask):
     """
 
     def requires(self) -> dict[str, luigi.Task]:
-        gate = dict(date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop)
-        return {"crm": ValidateCrm(**gate), "usage": ValidateProductUsage(**gate)}
+        return {"crm": self.clone(ValidateCrm), "usage": self.clone(ValidateProductUsage)}
 
     def output(self) -> MergedDayTarget:
         return MergedDayTarget(self.database_url, self.date)
@@ -322,9 +321,7 @@ class RenderReport(GatedDayTask):
     ``data_dir/reports/date=D/``. Done while it was built from D's current data (a refresh re-renders)."""
 
     def requires(self) -> MergeDay:
-        return MergeDay(
-            date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop
-        )
+        return self.clone(MergeDay)
 
     def output(self) -> churn_report.ReportTarget:
         return churn_report.ReportTarget(self.database_url, self.data_dir, self.date)
@@ -350,9 +347,7 @@ class SendReport(GatedDayTask):
     does not mail again, a refresh mails a correction. No recipients: recorded as rendered, not sent."""
 
     def requires(self) -> RenderReport:
-        return RenderReport(
-            date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop
-        )
+        return self.clone(RenderReport)
 
     def output(self) -> mailer.SentReportTarget:
         return mailer.SentReportTarget(self.database_url, self.data_dir, self.date)
@@ -432,11 +427,11 @@ class RunDaily(MixinNaiveBulkComplete, luigi.WrapperTask):
         return max(0, (yesterday_utc() - self.date).days)
 
     def requires(self) -> list[luigi.Task]:
-        day = dict(date=self.date, refresh_stamp=self.refresh_stamp, accept_row_drop=self.accept_row_drop)
+        # clone: the day's tasks take date, refresh_stamp (set in __init__) and accept_row_drop from here.
         if not ReportConfig().enabled:
-            return [MergeDay(**day)]
+            return [self.clone(MergeDay)]
         # SendReport needs RenderReport, which needs MergeDay: all three listed for the reader (and luigid).
-        return [MergeDay(**day), RenderReport(**day), SendReport(**day)]
+        return [self.clone(MergeDay), self.clone(RenderReport), self.clone(SendReport)]
 
 
 class CatchUp(luigi.WrapperTask):
