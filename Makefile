@@ -2,48 +2,63 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+PROD_STAMP := $(VENV)/.installed
 LUIGID_PORT ?= 8082
+# `make demo DATABASE_URL=postgresql://...` runs the demo against another warehouse.
+DATABASE_URL ?=
 
-.PHONY: demo test lint format scheduler bench clean help
+.PHONY: install demo test lint format scheduler bench clean help
 
 help:
-	@echo "make demo       two weeks of generated data through the whole pipeline into SQLite (var/)"
+	@echo "make install    the virtual environment with the pipeline only: what a deployment needs"
+	@echo "make demo       two weeks of generated data through the whole pipeline, all under var/demo/"
 	@echo "make test       the whole test suite (SQLite and the local PostgreSQL)"
 	@echo "make scheduler  luigid on 127.0.0.1:$(LUIGID_PORT): central scheduler and visualiser"
-	@echo "make lint       ruff check and format check"
+	@echo "make lint       ruff check, ruff format check and the import-layer contract"
 	@echo "make bench      the benchmarks of bench/ (figures in docs/benchmarks.md)"
 
-$(STAMP): setup.cfg pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# Production: the package and its runtime dependencies, no test tools, no demo data.
+$(PROD_STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $(PROD_STAMP)
+
+# Development: the package with the test, lint, demo and object-store extras.
+$(DEV_STAMP): $(VENV)/bin/python setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,cloud]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(PROD_STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo
+install: $(PROD_STAMP)
 
-test: $(STAMP)
+demo: $(DEV_STAMP)
+	$(BIN)/python -m devtools.demo $(if $(DATABASE_URL),--database-url '$(DATABASE_URL)')
+
+test: $(DEV_STAMP)
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-scheduler: $(STAMP)
+scheduler: $(PROD_STAMP)
 	mkdir -p var/luigid/log
 	$(BIN)/luigid --address 127.0.0.1 --port $(LUIGID_PORT) \
 		--state-path var/luigid/state.pickle --logdir var/luigid/log
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_api_fetch.py
 	$(BIN)/python bench/bench_validation.py
 	$(BIN)/python bench/bench_report.py
 
 clean:
-	rm -rf var/data var/warehouse*.db var/sample
+	rm -rf var/demo var/data var/warehouse*.db var/sample

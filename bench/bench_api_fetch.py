@@ -1,6 +1,6 @@
 """Fetching one day of about 1,000,000 usage rows (pages of 5,000) from the simulated API.
 
-The simulator runs as its own process (``python -m pipeline.simulator``), as a real API would, so that
+The simulator runs as its own process (``python -m devtools.simulator``), as a real API would, so that
 client and server do not share one interpreter. Measured in one run:
 
 (a) no rate limit: ``fetch_day`` (token, validation of every row, raw landing with fsync, manifest) in
@@ -37,11 +37,13 @@ from typing import Any
 
 import requests
 
+from devtools.sample_data import CompanyUniverse
+from pipeline.sources.product_api import ApiSettings, ProductApiClient
+from pipeline.sources.usage_landing import fetch_day, read_landed_usage
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.product_api import ApiSettings, ProductApiClient, fetch_day, read_landed_usage  # noqa: E402
-from pipeline.sample_data import CompanyUniverse  # noqa: E402
 
 DAY = dt.date(2026, 11, 20)
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
@@ -59,13 +61,13 @@ def companies_for(rows: int, seed: int) -> tuple[int, int]:
 
 @contextmanager
 def simulator(companies: int, seed: int, rate_limit: float | None = None) -> Iterator[str]:
-    """``python -m pipeline.simulator`` on a free port; yields its base URL."""
+    """``python -m devtools.simulator`` on a free port; yields its base URL."""
     env = dict(os.environ, PRODUCT_API_CLIENT_ID=CLIENT_ID, PRODUCT_API_CLIENT_SECRET=CLIENT_SECRET)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [
         sys.executable,
         "-m",
-        "pipeline.simulator",
+        "devtools.simulator",
         "--port",
         "0",
         "--companies",

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pipeline import crm, staging, transform
-from pipeline.sample_data import CompanyUniverse, write_crm_csv
-from pipeline.targets import warehouse
-from pipeline.warehouse import create_engine, postgres_url
+from devtools.sample_data import CompanyUniverse, write_crm_csv
+from pipeline.sources import crm_location, crm_snapshot
+from pipeline.warehouse import merge, staging
+from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
 
 DAY = dt.date(2026, 11, 20)
 
@@ -40,11 +40,11 @@ def timed(label: str, results: dict[str, float], action: Callable[[], object]) -
 
 def our_load(database_url: str, csv_path: Path, usage_rows: list, work: Path) -> dict[str, float]:
     results: dict[str, float] = {}
-    engine = warehouse(database_url)
+    engine = open_warehouse(database_url)
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
     template = str(csv_path.parent / "crm_{date}.csv")
-    manifest = timed("land CRM file", results, lambda: crm.land_snapshot(template, data_dir, DAY))
-    _, snapshot = timed("parse CRM file", results, lambda: crm.read_landed_snapshot(data_dir, DAY))
+    manifest = timed("land CRM file", results, lambda: crm_location.land_snapshot(template, data_dir, DAY))
+    _, snapshot = timed("parse CRM file", results, lambda: crm_snapshot.read_landed_snapshot(data_dir, DAY))
     timed(
         "stage CRM rows",
         results,
@@ -55,8 +55,8 @@ def our_load(database_url: str, csv_path: Path, usage_rows: list, work: Path) ->
         results,
         lambda: staging.stage_usage(engine, DAY, usage_rows, "bench", "bench"),
     )
-    timed("merge the day", results, lambda: transform.merge_day(engine, DAY))
-    results["re-merge the day (idempotent)"] = timed_value(lambda: transform.merge_day(engine, DAY))
+    timed("merge the day", results, lambda: merge.merge_day(engine, DAY))
+    results["re-merge the day (idempotent)"] = timed_value(lambda: merge.merge_day(engine, DAY))
     return results
 
 

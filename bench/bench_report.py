@@ -27,11 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from loopback_servers import SmtpSink  # the tests' aiosmtpd sink
 
-from pipeline import mailer, report, report_data, staging, transform
-from pipeline.crm import CrmCompany, CrmSnapshot, parse_timestamp
-from pipeline.sample_data import CompanyUniverse
-from pipeline.targets import warehouse
-from pipeline.warehouse import create_engine, postgres_url
+from devtools.sample_data import CompanyUniverse
+from pipeline import files
+from pipeline.reporting import data, mailer
+from pipeline.reporting import notebook as report_notebook
+from pipeline.sources.crm_snapshot import CrmCompany, CrmSnapshot, parse_timestamp
+from pipeline.warehouse import merge, staging
+from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
 
 LAST_DAY = dt.date(2026, 11, 20)
 DAYS = 30
@@ -39,7 +41,7 @@ DAYS = 30
 
 def load_history(database_url: str, companies: int) -> float:
     """Stage and merge the 30 days ending LAST_DAY; returns the seconds it took."""
-    engine = warehouse(database_url)
+    engine = open_warehouse(database_url)
     universe = CompanyUniverse(companies, seed=42)
     started = time.perf_counter()
     for back in range(DAYS - 1, -1, -1):
@@ -57,7 +59,7 @@ def load_history(database_url: str, companies: int) -> float:
         usage = [(row["company_id"], row["active_users"], row["events"]) for row in universe.usage_rows(day)]
         staging.stage_crm(engine, day, CrmSnapshot(source="bench", companies=crm), f"bench-{day}")
         staging.stage_usage(engine, day, usage, "bench", f"bench-{day}")
-        transform.merge_day(engine, day)
+        merge.merge_day(engine, day)
     return time.perf_counter() - started
 
 
@@ -66,7 +68,7 @@ def empty_kernel_seconds(work: Path) -> float:
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
     started = time.perf_counter()
-    report.execute_notebook(
+    report_notebook.execute_notebook(
         notebook, working_dir=work, database_url="sqlite://", timeout=60, failed_path=work / "x.ipynb"
     )
     return time.perf_counter() - started
@@ -82,11 +84,11 @@ def measure(database_url: str, work: Path, runs: int, sink: SmtpSink) -> dict[st
     settings = mailer.SmtpSettings("127.0.0.1", sink.port, no_tls=True)
     for _ in range(runs):
         started = time.perf_counter()
-        report_data.load_report_data(create_engine(database_url), LAST_DAY, data_dir)
+        data.load_report_data(create_engine(database_url), LAST_DAY, data_dir)
         sample("report SQL alone (load_report_data)", time.perf_counter() - started)
 
         started = time.perf_counter()
-        manifest = report.render_report(database_url, data_dir, LAST_DAY)
+        manifest = report_notebook.render_report(database_url, data_dir, LAST_DAY)
         rendered = time.perf_counter()
         mailer.send_log_path(data_dir, LAST_DAY).unlink(missing_ok=True)  # so that every run mails
         entry = mailer.deliver(
@@ -105,7 +107,7 @@ def measure(database_url: str, work: Path, runs: int, sink: SmtpSink) -> dict[st
         sample("e-mail HTML (KB)", manifest["email_html_bytes"] / 1000)
         sample("browser HTML (KB)", manifest["html_bytes"] / 1000)
         sample("whole message (KB)", len(sink.messages[-1][0].as_bytes()) / 1000)
-    summary = report.read_json(report.report_dir(data_dir, LAST_DAY) / report.SUMMARY)
+    summary = files.read_json(report_notebook.report_dir(data_dir, LAST_DAY) / report_notebook.SUMMARY)
     results = {key: statistics.median(values) for key, values in samples.items()}
     results["companies on D (rows)"] = summary["headline"][0]["value"]
     results["newly at risk on D"] = summary["newly_at_risk"]["count"]

@@ -29,10 +29,12 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from pipeline import crm, staging, transform, validation
-from pipeline.sample_data import CompanyUniverse, write_crm_csv
-from pipeline.targets import warehouse
-from pipeline.warehouse import create_engine, postgres_url, sqlite_schema_path
+from devtools.sample_data import CompanyUniverse, write_crm_csv
+from pipeline import datasets
+from pipeline.quality import gates, runner
+from pipeline.sources import crm_snapshot
+from pipeline.warehouse import merge, staging
+from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url, sqlite_schema_path
 
 # Every company of the universe has signed up by then, so the snapshot has exactly N rows.
 DAY = dt.date(2028, 1, 15)
@@ -59,13 +61,13 @@ def usage_rows(count: int) -> list[tuple[str, int, int]]:
 
 def ge_sql_checks(database_url: str, dataset: str) -> float:
     """The same suite on GE's SQL datasource over the staged table: seconds for the checks."""
-    _, context, _ = validation._gx()
+    _, context, _ = runner._gx()
     url = sa.make_url(database_url)
     if url.get_backend_name() == "sqlite":
         connection_string, prefix = f"sqlite:///{sqlite_schema_path(url.database or '', 'stg')}", ""
     else:
         connection_string, prefix = postgres_url(url).render_as_string(hide_password=False), "stg."
-    if dataset == validation.CRM:
+    if dataset == datasets.CRM:
         query = (
             "SELECT company_id, company_name, country, industry_tag, last_contact_at, "
             f"CAST(NULL AS VARCHAR(64)) AS last_contact_at_unparseable FROM {prefix}crm_daily "
@@ -83,7 +85,7 @@ def ge_sql_checks(database_url: str, dataset: str) -> float:
     batch_definition = datasource.add_query_asset(name=dataset, query=query).add_batch_definition_whole_table(
         dataset
     )
-    suite = validation.load_suite(dataset)
+    suite = runner.load_suite(dataset)
     started = time.perf_counter()
     result = batch_definition.get_batch().validate(
         suite,
@@ -102,12 +104,12 @@ def crm_checks_with_fingerprint(engine: sa.Engine, work: Path) -> float:
     import great_expectations.execution_engine.pandas_execution_engine as pandas_engine
 
     with engine.connect() as connection:
-        frame = validation.crm_frame(connection, DAY)
+        frame = gates.crm_frame(connection, DAY)
     pandas_engine.HASH_THRESHOLD = 1e9  # GE's default
     try:
         started = time.perf_counter()
-        validation.run_suite(
-            validation.CRM,
+        runner.run_suite(
+            datasets.CRM,
             DAY,
             frame,
             parameters={"last_contact_at_max": f"{DAY + dt.timedelta(days=2)}T00:00:00"},
@@ -123,17 +125,17 @@ def crm_checks_with_fingerprint(engine: sa.Engine, work: Path) -> float:
 
 def bench_backend(database_url: str, csv_path: Path, usage: list, work: Path) -> dict[str, float]:
     results: dict[str, float] = {}
-    engine = warehouse(database_url)
+    engine = open_warehouse(database_url)
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
 
-    snapshot = timed(results, "CRM: parse the CSV", lambda: crm.parse_snapshot(csv_path))
+    snapshot = timed(results, "CRM: parse the CSV", lambda: crm_snapshot.parse_snapshot(csv_path))
     timed(results, "CRM: stage", lambda: staging.stage_crm(engine, DAY, snapshot, "bench"))
     with engine.connect() as connection:
-        timed(results, "CRM: read staged rows into pandas", lambda: validation.crm_frame(connection, DAY))
+        timed(results, "CRM: read staged rows into pandas", lambda: gates.crm_frame(connection, DAY))
     outcome = timed(
         results,
         "CRM: validate (ValidateCrm: read + checks + results)",
-        lambda: validation.validate_crm(engine, DAY, data_dir, landing_id="bench"),
+        lambda: gates.validate_crm(engine, DAY, data_dir, landing_id="bench"),
     )
     results["CRM: checks + results (in the validate)"] = outcome.seconds
 
@@ -141,12 +143,12 @@ def bench_backend(database_url: str, csv_path: Path, usage: list, work: Path) ->
     outcome = timed(
         results,
         "usage: validate (ValidateProductUsage)",
-        lambda: validation.validate_product_usage(engine, DAY, data_dir, landing_id="bench"),
+        lambda: gates.validate_product_usage(engine, DAY, data_dir, landing_id="bench"),
     )
     results["usage: checks + results (in the validate)"] = outcome.seconds
 
-    timed(results, "output: merge without checks", lambda: transform.merge_day(engine, DAY))
-    validator = validation.output_validator(data_dir)
+    timed(results, "output: merge without checks", lambda: merge.merge_day(engine, DAY))
+    validator = gates.output_validator(data_dir)
 
     def timed_validator(connection, result) -> None:
         timed(
@@ -158,14 +160,12 @@ def bench_backend(database_url: str, csv_path: Path, usage: list, work: Path) ->
     timed(
         results,
         "output: merge with checks (MergeDay)",
-        lambda: transform.merge_day(engine, DAY, before_commit=timed_validator),
+        lambda: merge.merge_day(engine, DAY, before_commit=timed_validator),
     )
 
     try:
-        results["CRM: checks on GE's SQL datasource instead"] = ge_sql_checks(database_url, validation.CRM)
-        results["usage: checks on GE's SQL datasource instead"] = ge_sql_checks(
-            database_url, validation.USAGE
-        )
+        results["CRM: checks on GE's SQL datasource instead"] = ge_sql_checks(database_url, datasets.CRM)
+        results["usage: checks on GE's SQL datasource instead"] = ge_sql_checks(database_url, datasets.USAGE)
     except Exception as error:  # a comparison only: report, don't fail the benchmark
         print(f"    GE SQL datasource failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     results["CRM: checks with GE's data fingerprint on"] = crm_checks_with_fingerprint(engine, work)
@@ -181,7 +181,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    validation._gx()
+    runner._gx()
     print(
         "Great Expectations import + ephemeral context, once per process: "
         f"{time.perf_counter() - started:.2f} s"

@@ -1,17 +1,25 @@
 """The company-activity pipeline: ``luigi --module pipeline RunDaily --date YYYY-MM-DD``.
 
-Importing the package registers the tasks (and Luigi's RangeDaily, for backfills) with Luigi.
+Importing the package registers the tasks (and Luigi's RangeDaily, for backfills) with Luigi, and does
+nothing else: no sockets, no files, no configuration changes. What a run needs when it starts (the
+failure exit codes, the run log, the luigid probe, the failure alerts) is set up by
+:func:`pipeline.orchestration.run_start.prepare_command_line_run`, only in the ``luigi`` command's own
+process, before Luigi builds its scheduler.
+
+The layers, each importing only those below it (``make lint`` checks it)::
+
+    orchestration   Luigi tasks, targets, locks, scheduler, run log, alerts
+    reporting       the churn report: data, notebook, e-mail, webhooks
+    quality         Great Expectations suites and gates, validation results
+    warehouse       engine, SQL runner, load ledger, staging, the merge
+    sources         the CRM snapshot, the usage API, raw landings
+    config, datasets, clock, files, redaction, project, faultpoints: shared facts
 """
 
-from pathlib import Path
+import luigi.tools.range  # noqa: F401  registers RangeDaily for `luigi --module pipeline RangeDaily ...`
 
-import luigi.configuration
-import luigi.tools.range  # registers RangeDaily for `luigi --module pipeline RangeDaily ...`
-
-from pipeline.config import ensure_failure_exit_codes
-from pipeline.run_log import start_run_log, started_from_the_luigi_command
-from pipeline.scheduler import fall_back_to_local_scheduler_when_luigid_is_down
-from pipeline.tasks import (
+from pipeline.orchestration.run_start import prepare_command_line_run
+from pipeline.orchestration.tasks import (
     CatchUp,
     FetchCrmSnapshot,
     FetchProductUsage,
@@ -39,8 +47,4 @@ __all__ = [
     "ValidateProductUsage",
 ]
 
-ensure_failure_exit_codes()
-if started_from_the_luigi_command():
-    # Read the raw option: instantiating a Config here would cache it before the command line is parsed.
-    start_run_log(Path(luigi.configuration.get_config().get("pipeline", "log_dir", "var/log")))
-fall_back_to_local_scheduler_when_luigid_is_down()
+prepare_command_line_run()  # a no-op unless this process is the `luigi` command line

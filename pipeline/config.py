@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import luigi
 import luigi.configuration
+from luigi.notifications import smtp
 
 
 class _Section(luigi.Config):
@@ -23,6 +25,11 @@ class _Section(luigi.Config):
     @classmethod
     def get_task_family(cls) -> str:
         return cls.section or cls.__name__
+
+    def settings(self) -> dict[str, Any]:
+        """Every key of the section with its value, for the plain settings objects of the lower layers
+        (``ApiSettings(**ProductApiConfig().settings())``), which never import Luigi."""
+        return {name: getattr(self, name) for name, _parameter in self.get_params()}
 
 
 class PipelineConfig(_Section):
@@ -128,6 +135,24 @@ class AlertsConfig(_Section):
         description="Base URL of luigid for links in alerts; empty: the scheduler of [core] "
         "(e.g. http://127.0.0.1:8082), when the run uses one",
     )
+
+
+SMTP_PASSWORD_ENV = "SMTP_PASSWORD"
+
+
+def smtp_settings() -> dict[str, Any]:
+    """Luigi's own ``[smtp]`` section (the one its error e-mails use), the password from SMTP_PASSWORD."""
+    config = smtp()
+    return {
+        "host": config.host,
+        "port": int(config.port or 0),
+        "ssl": bool(config.ssl),
+        "no_tls": bool(config.no_tls),
+        "username": config.username or None,
+        "password": os.environ.get(SMTP_PASSWORD_ENV) or config.password or None,
+        "timeout": float(config.timeout),
+        "local_hostname": config.local_hostname or None,
+    }
 
 
 CLIENT_ID_ENV = "PRODUCT_API_CLIENT_ID"

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline import staging, transform
-from pipeline.crm import CrmCompany, CrmSnapshot
-from pipeline.targets import warehouse
-from pipeline.warehouse import create_engine, normalise_value, postgres_url
+from devtools.sample_data import write_crm_snapshots
+from devtools.simulator import SimulatorConfig, serve
+from pipeline.sources.crm_snapshot import CrmCompany, CrmSnapshot
+from pipeline.warehouse import engine as warehouse_engine
+from pipeline.warehouse import merge, staging
+from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
+from pipeline.warehouse.sql import normalise_value
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PIPELINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -74,9 +77,8 @@ def reset_postgres(url: str) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql("DROP SCHEMA IF EXISTS stg CASCADE")
         connection.exec_driver_sql("DROP SCHEMA IF EXISTS analytics CASCADE")
-    from pipeline import targets
 
-    targets._schema_ready.discard(engine)
+    warehouse_engine._schema_ready.discard(engine)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -91,7 +93,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(database_url: str) -> sa.Engine:
-    return warehouse(database_url)
+    return open_warehouse(database_url)
 
 
 # -- building days by hand -----------------------------------------------------------------------------
@@ -113,12 +115,12 @@ def load_day(
     companies: list[CrmCompany],
     usage: list[tuple[str, int, int]],
     tag: str = "",
-) -> transform.MergeResult:
+) -> merge.MergeResult:
     """Stage a CRM snapshot and usage for ``day`` and merge it, as the pipeline does."""
     landing_id = f"test-{day.isoformat()}-{tag}"
     staging.stage_crm(engine, day, CrmSnapshot(source="test", companies=companies), landing_id)
     staging.stage_usage(engine, day, usage, "test", landing_id)
-    return transform.merge_day(engine, day)
+    return merge.merge_day(engine, day)
 
 
 def table_rows(engine: sa.Engine, *, with_loaded_at: bool = False) -> list[tuple]:
@@ -164,7 +166,6 @@ WORLD_COMPANIES, WORLD_SEED = 120, 11
 @pytest.fixture(scope="session")
 def usage_api() -> Iterator:
     """The simulated product-usage API on loopback, fault-free, every test day published."""
-    from pipeline.simulator import SimulatorConfig, serve
 
     config = SimulatorConfig(
         client_id=API_CLIENT_ID,
@@ -212,18 +213,21 @@ class PipelineWorld:
         self.config_file.write_text("\n".join(lines) + "\n")
 
     def write_crm(self, start: dt.date, end: dt.date) -> None:
-        from pipeline.sample_data import write_crm_snapshots
 
         write_crm_snapshots(self.crm_dir, start, end, WORLD_COMPANIES, WORLD_SEED)
 
     @property
     def engine(self) -> sa.Engine:
-        return warehouse(self.database_url)
+        return open_warehouse(self.database_url)
 
     def run(self, *tasks) -> bool:
-        """Build tasks in-process with the local scheduler; True when everything succeeded."""
+        """Build tasks in-process with the local scheduler, with the failure alerts a command-line run
+        installs when it starts; True when everything succeeded."""
         import luigi
 
+        from pipeline.orchestration import alerts
+
+        alerts.install()
         return luigi.build(list(tasks), local_scheduler=True, log_level="WARNING")
 
     def cli_env(self) -> dict[str, str]:

@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 from conftest import company, load_day, throwaway_postgres_database
 
-from pipeline import report
-from pipeline.targets import warehouse
+from pipeline.reporting import notebook as report_notebook
+from pipeline.warehouse.engine import open_warehouse
 
 FIRST = dt.date(2026, 9, 1)
 DAY = FIRST + dt.timedelta(days=9)  # D: ten loaded days, so churn risk is known on D-1 and D
@@ -79,30 +79,30 @@ class Rendered:
 
     @property
     def directory(self) -> Path:
-        return report.report_dir(self.data_dir, DAY)
+        return report_notebook.report_dir(self.data_dir, DAY)
 
     @property
     def html(self) -> str:
-        return (self.directory / report.REPORT_HTML).read_text(encoding="utf-8")
+        return (self.directory / report_notebook.REPORT_HTML).read_text(encoding="utf-8")
 
     @property
     def email_html(self) -> str:
-        return (self.directory / report.EMAIL_HTML).read_text(encoding="utf-8")
+        return (self.directory / report_notebook.EMAIL_HTML).read_text(encoding="utf-8")
 
     @property
     def summary(self) -> dict:
-        return json.loads((self.directory / report.SUMMARY).read_text())
+        return json.loads((self.directory / report_notebook.SUMMARY).read_text())
 
     @property
     def engine(self) -> sa.Engine:
-        return warehouse(self.database_url)
+        return open_warehouse(self.database_url)
 
 
 def render_world(backend: str, database_url: str, root: Path) -> Rendered:
-    build_days(warehouse(database_url), 10)
+    build_days(open_warehouse(database_url), 10)
     data_dir = root / "data"
     write_validation_warning(data_dir, DAY)
-    manifest = report.render_report(database_url, data_dir, DAY)
+    manifest = report_notebook.render_report(database_url, data_dir, DAY)
     return Rendered(backend, database_url, data_dir, manifest)
 
 
@@ -204,7 +204,7 @@ def change(now: int | None, before: int | None) -> int | None:
 
 def broken_notebook(path: Path) -> Path:
     """The report notebook with a cell that raises right after the parameters."""
-    notebook = nbformat.read(report.NOTEBOOK, as_version=4)
+    notebook = nbformat.read(report_notebook.default_notebook(), as_version=4)
     position = next(
         i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])
     )

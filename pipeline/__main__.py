@@ -1,0 +1,31 @@
+"""``python -m pipeline <command>``: the pipeline's own tools beside the Luigi command line.
+
+python -m pipeline suites --check      # do expectations/*.json match the rules in code? (exit 1: no)
+python -m pipeline suites --write      # regenerate them
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline.quality import suites
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "suites": (suites.main, "check (--check) or regenerate (--write) the Great Expectations suite files"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or arguments[0] not in COMMANDS:
+        print("usage: python -m pipeline <command> [options]\n\ncommands:", file=sys.stderr)
+        for name, (_run, summary) in COMMANDS.items():
+            print(f"  {name:<10} {summary}", file=sys.stderr)
+        return 0 if arguments[:1] in (["-h"], ["--help"]) else 2
+    run, _summary = COMMANDS[arguments[0]]
+    return run(arguments[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Where a day's CRM snapshot comes from, and landing it raw (docs/contract.md, section 2).
+
+The location is a template with ``{date}``: a local path, ``file://``, ``http(s)://``, or an object store
+(``s3://``, ``az://``, ``abfs://``) read through fsspec, the optional ``cloud`` extra
+(docs/cloud_sources.md). The file is copied byte for byte into ``{data_dir}/raw/crm/date=D/`` and its
+manifest (size, checksum, redacted source) is written last. No error raised here carries a credential.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+import requests
+
+from pipeline import clock, files
+from pipeline.datasets import CRM
+from pipeline.redaction import redact_location, scrub_secrets, scrub_url_logging
+from pipeline.sources import landing
+from pipeline.sources.crm_snapshot import CrmSnapshotError, CrmSnapshotNotFound
+
+log = logging.getLogger(__name__)
+
+
+DOWNLOAD_TIMEOUT_SECONDS = (10, 120)
+# Object stores are read through fsspec and its backends, the optional "cloud" extra (docs/cloud_sources.md).
+CLOUD_EXTRA_HINT = "in the project's checkout: .venv/bin/pip install -e '.[cloud]'"
+_AZURE_SCHEMES = ("az", "abfs", "abfss")
+_FSSPEC_BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+SUPPORTED_LOCATIONS = "a local path, file://, http(s)://, s3://, az:// or abfs://"
+
+
+def snapshot_location(template: str, day: dt.date) -> str:
+    """The snapshot's path or URL for ``day``: ``{date}`` in the template becomes YYYY-MM-DD."""
+    if "{date}" not in template:
+        raise ValueError(f"the CRM source template {template!r} has no {{date}} placeholder")
+    return template.replace("{date}", day.isoformat())
+
+
+def land_snapshot(template: str, data_dir: Path, day: dt.date) -> dict:
+    """Download the day's snapshot into the raw landing area and write its manifest last."""
+    location = snapshot_location(template, day)
+    directory = landing.day_dir(data_dir, CRM, day)
+    name = Path(urllib.parse.urlsplit(location).path).name or f"crm_{day.isoformat()}.csv"
+    download_snapshot(location, directory / name, day)
+    fetched_at = clock.utc_timestamp()
+    manifest = {
+        "dataset": CRM,
+        "date": day.isoformat(),
+        "source": redact_location(location),
+        "file": name,
+        "bytes": (directory / name).stat().st_size,
+        "sha256": files.sha256_file(directory / name),
+        "fetched_at": fetched_at,
+        "landing_id": fetched_at,
+    }
+    files.write_json_atomic(directory / landing.MANIFEST_NAME, manifest)
+    return manifest
+
+
+def download_snapshot(location: str, destination: Path, day: dt.date) -> None:
+    """Copy the snapshot at ``location`` to ``destination`` atomically (temp file, then rename)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    log.info("CRM snapshot for %s: downloading %s", day.isoformat(), redact_location(location))
+    handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=".incoming-", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            _copy_from_location(location, out, day)
+        os.replace(temp_name, destination)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _not_found(location: str, day: dt.date) -> CrmSnapshotNotFound:
+    shown = redact_location(location)
+    return CrmSnapshotNotFound(shown, f"CRM snapshot for {day.isoformat()} not found at {shown}")
+
+
+def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date) -> None:
+    scheme = urllib.parse.urlsplit(location).scheme.lower()
+    if scheme in ("", "file"):
+        path = (
+            Path(urllib.parse.unquote(urllib.parse.urlsplit(location).path))
+            if scheme == "file"
+            else Path(location)
+        )
+        if not path.is_file():
+            raise _not_found(location, day)
+        with path.open("rb") as source:
+            shutil.copyfileobj(source, out, length=1024 * 1024)
+    elif scheme in ("http", "https"):
+        scrub_url_logging()  # urllib3 logs each URL at DEBUG, SAS token and all
+        try:
+            with requests.get(location, stream=True, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+                if response.status_code == 404:
+                    raise _not_found(location, day)
+                response.raise_for_status()
+                for chunk in response.iter_content(chunk_size=1024 * 1024):
+                    out.write(chunk)
+        except requests.RequestException as error:
+            # requests quotes the whole URL, SAS token and all: the message is scrubbed, the chain cut.
+            raise CrmSnapshotError(
+                redact_location(location), f"download failed: {scrub_secrets(str(error))}"
+            ) from None
+    else:
+        _copy_with_fsspec(location, out, day)
+
+
+def _missing_extra(location: str, scheme: str, error: ImportError) -> CrmSnapshotError:
+    backend = _FSSPEC_BACKENDS.get(scheme)
+    needs = f"fsspec and {backend}" if backend else "fsspec and its backend for this scheme"
+    detail = scrub_secrets(str(error)).rstrip(".")
+    return CrmSnapshotError(
+        redact_location(location),
+        f"reading {scheme}:// locations needs {needs}, from the optional cloud extra: {CLOUD_EXTRA_HINT}"
+        + (f" ({detail})" if detail else ""),
+    )
+
+
+def _copy_with_fsspec(location: str, out: io.BufferedWriter, day: dt.date) -> None:
+    """Object stores (s3://, az://, abfs://) through fsspec and its backends, the optional cloud extra.
+
+    Credentials come from each cloud's standard environment variables, read by the SDKs themselves
+    (docs/cloud_sources.md). No error raised here carries them: SDK messages are scrubbed and the
+    exception chain is cut, so a logged traceback cannot quote them either.
+    """
+    shown = redact_location(location)
+    scheme = urllib.parse.urlsplit(location).scheme.lower()
+    try:
+        import fsspec
+    except ImportError as error:
+        raise _missing_extra(location, scheme, error) from None
+    _quiet_sdk_http_logging()
+    try:
+        # A new filesystem each time: the credentials and endpoint are read from the environment now,
+        # not from whatever an earlier download in this process was built with.
+        with fsspec.open(location, "rb", skip_instance_cache=True) as source:
+            expected = getattr(source, "size", None)
+            copied = 0
+            while chunk := source.read(1024 * 1024):
+                out.write(chunk)
+                copied += len(chunk)
+    except FileNotFoundError:
+        raise _not_found(location, day) from None
+    except ImportError as error:
+        raise _missing_extra(location, scheme, error) from None
+    except PermissionError as error:
+        raise CrmSnapshotError(
+            shown,
+            "access denied: check the credentials in the environment and that they may read this object"
+            f" (S3 also answers so for a missing object when they may not list the bucket): "
+            f"{scrub_secrets(str(error))}",
+        ) from None
+    except Exception as error:
+        raise CrmSnapshotError(shown, _describe_fsspec_error(scheme, error)) from None
+    if isinstance(expected, int) and copied != expected:
+        raise CrmSnapshotError(
+            shown, f"download incomplete: received {copied} of {expected} bytes; fetch it again"
+        )
+
+
+def _describe_fsspec_error(scheme: str, error: Exception) -> str:
+    message = scrub_secrets(str(error))
+    kind = type(error).__name__
+    if kind == "ValueError" and message.startswith("Protocol not known"):
+        return f"unsupported location scheme {scheme}://: use {SUPPORTED_LOCATIONS}"
+    if kind == "NoCredentialsError":
+        return (
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "and AWS_ENDPOINT_URL for an S3-compatible store"
+        )
+    if scheme in _AZURE_SCHEMES and "connection_string or account_name" in message:
+        return (
+            "no Azure Storage credentials found: set AZURE_STORAGE_CONNECTION_STRING, or "
+            "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN"
+        )
+    return f"download failed: {kind}: {message}"
+
+
+def _quiet_sdk_http_logging() -> None:
+    """The Azure SDK logs every request and its headers at INFO; keep that out of the run logs."""
+    for name in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)

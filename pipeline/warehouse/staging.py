@@ -1,0 +1,60 @@
+"""Staging: load one day of each source into ``stg`` in one transaction, replacing that day only.
+
+Each transaction takes the warehouse write lock first (``engine.lock_warehouse_for_writing``): two runs
+staging the same day go one after the other, never interleaved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy.engine import Engine
+
+from pipeline.datasets import (
+    CRM,
+    STAGED_CRM_COLUMNS,
+    STAGED_CRM_TABLE,
+    STAGED_USAGE_COLUMNS,
+    STAGED_USAGE_TABLE,
+    USAGE,
+)
+from pipeline.faultpoints import fault_point
+from pipeline.sources.crm_snapshot import CrmSnapshot
+from pipeline.warehouse.engine import lock_warehouse_for_writing
+from pipeline.warehouse.ledger import record_load
+from pipeline.warehouse.sql import bulk_insert, run_sql
+
+
+def stage_crm(engine: Engine, snapshot_date: dt.date, snapshot: CrmSnapshot, landing_id: str) -> int:
+    """Replace the staged CRM snapshot of ``snapshot_date``; returns the rows staged."""
+    rows = ((snapshot_date, *company.as_row()) for company in snapshot.companies)
+    with engine.begin() as connection:
+        lock_warehouse_for_writing(connection)
+        run_sql(connection, "staging/delete_staged_crm_day", snapshot_date=snapshot_date)
+        fault_point("stage:deleted")
+        count = bulk_insert(connection, STAGED_CRM_TABLE, STAGED_CRM_COLUMNS, rows)
+        fault_point("stage:inserted")
+        record_load(connection, CRM, snapshot_date, count, snapshot.source, landing_id)
+    return count
+
+
+def stage_usage(
+    engine: Engine,
+    activity_date: dt.date,
+    usage_rows: Sequence[tuple[str, int, int]],
+    source: str,
+    landing_id: str,
+) -> int:
+    """Replace the staged product usage of ``activity_date``; returns the rows staged."""
+    rows = (
+        (activity_date, company_id, active_users, events) for company_id, active_users, events in usage_rows
+    )
+    with engine.begin() as connection:
+        lock_warehouse_for_writing(connection)
+        run_sql(connection, "staging/delete_staged_usage_day", activity_date=activity_date)
+        fault_point("stage:deleted")
+        count = bulk_insert(connection, STAGED_USAGE_TABLE, STAGED_USAGE_COLUMNS, rows)
+        fault_point("stage:inserted")
+        record_load(connection, USAGE, activity_date, count, source, landing_id)
+    return count
