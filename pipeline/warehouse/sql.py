@@ -1,5 +1,5 @@
 """Running the SQL of ``sql/``: one statement's purpose per file, named by its layer and file
-(``run_sql(connection, "marts/populate_company_daily_activity", ...)``), and bulk loads.
+(``run_sql(connection, "marts/insert_company_daily_activity_day", ...)``), and bulk loads.
 
 Values are bound typed (dates as DATE, timestamps as UTC without a zone), so each backend gets its native
 value. Bulk loads are ``COPY`` on PostgreSQL and one ``executemany`` on SQLite, in the caller's
