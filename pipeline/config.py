@@ -122,13 +122,31 @@ class ReportConfig(_Section):
     )
 
 
+# The payload formats of [alerts] webhook_format; pipeline.reporting.webhooks builds them (a test checks that
+# both lists agree: this module sits below the reporting layer and cannot import it).
+WEBHOOK_FORMATS = ("auto", "adaptive_card", "message_card", "json")
+
+
 class AlertsConfig(_Section):
     """Failure alerts: the webhook URL comes from PIPELINE_ALERT_WEBHOOK_URL (it is a secret)."""
 
     section = "alerts"
 
+    # A plain Parameter: pipeline.reporting.webhooks.resolve_format refuses an unknown value with a message
+    # that lists the formats (Luigi's ChoiceParameter error names neither the value nor the choices).
+    webhook_format = luigi.Parameter(
+        default="auto",
+        description="The webhook's payload: adaptive_card (Teams Workflows), message_card (legacy Office 365 "
+        "connector), json (a plain object with text, task, date, error), auto (adaptive_card for Teams / "
+        "Power Automate hosts, json otherwise)",
+    )
     webhook_timeout_seconds = luigi.FloatParameter(
-        default=5.0, description="The most a failing task waits for the webhook (connect + response)"
+        default=5.0, description="The most one webhook attempt waits (connect + response)"
+    )
+    webhook_attempts = luigi.IntParameter(
+        default=3,
+        description="Tries per alert on 429 / 5xx / timeouts (with backoff and Retry-After); a dead webhook "
+        "costs an alert at most attempts x timeout + 2 seconds",
     )
     luigid_url = luigi.Parameter(
         default="",

@@ -143,7 +143,7 @@ def adaptive_card(alert: Alert) -> dict[str, Any]:
         {"type": "FactSet", "facts": facts},
         {"type": "TextBlock", "text": _card_lines(alert.error) or "-", "wrap": True},
     ]
-    tail = _log_tail(alert)
+    tail = log_tail_excerpt(alert)
     if tail:
         body.append({"type": "TextBlock", "text": _card_lines(tail), "fontType": "Monospace", "wrap": True})
     actions = []
@@ -171,7 +171,7 @@ def adaptive_card(alert: Alert) -> dict[str, Any]:
 
 def message_card(alert: Alert) -> dict[str, Any]:
     """The legacy connector MessageCard, with the facts also as plain keys for non-Teams receivers."""
-    facts = {**alert.as_facts(), "log_tail": _log_tail(alert)}
+    facts = {**alert.as_facts(), "log_tail": log_tail_excerpt(alert)}
     card_facts = [
         {"name": "Task", "value": alert.task},
         {"name": "Date", "value": alert.date or "-"},
@@ -206,7 +206,7 @@ def message_card(alert: Alert) -> dict[str, Any]:
 
 def json_body(alert: Alert) -> dict[str, Any]:
     """A plain object: ``text`` for chat tools that show one field, and every fact as its own key."""
-    return {"text": summary_text(alert), **alert.as_facts(), "log_tail": _log_tail(alert)}
+    return {"text": summary_text(alert), **alert.as_facts(), "log_tail": log_tail_excerpt(alert)}
 
 
 def summary_text(alert: Alert) -> str:
@@ -221,7 +221,8 @@ def summary_text(alert: Alert) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _log_tail(alert: Alert) -> str | None:
+def log_tail_excerpt(alert: Alert) -> str | None:
+    """The end of the alert's log, at most LOG_TAIL_CHARS: the last lines say why a run failed."""
     if not alert.log_tail:
         return None
     tail = alert.log_tail.rstrip()
