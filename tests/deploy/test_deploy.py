@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT, PipelineWorld
 
-from pipeline.orchestration.tasks import yesterday_utc
+from pipeline.orchestration.tasks import COMMAND_LINE_REFUSED, UnfinishedDayError, yesterday_utc
 from pipeline.warehouse.merge import as_date
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -157,11 +157,26 @@ def test_run_daily_without_a_date_means_yesterday_in_utc() -> None:
     assert RunDaily().date == yesterday_utc()
 
 
-def test_a_day_that_is_not_over_in_utc_is_refused(world: PipelineWorld) -> None:
-    today = dt.datetime.now(dt.UTC).date()
+@pytest.mark.parametrize("days_ahead", [0, 1])
+def test_a_day_that_is_not_over_in_utc_is_refused_in_one_line(world: PipelineWorld, days_ahead: int) -> None:
+    day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days_ahead)
 
-    result = world.run_cli("RunDaily", "--date", today.isoformat())
+    result = world.run_cli("RunDaily", "--date", day.isoformat(), "--local-scheduler")
 
-    assert result.returncode != 0
-    assert f"{today.isoformat()} is not over in UTC yet" in result.stderr
+    assert result.returncode == COMMAND_LINE_REFUSED == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    refusals = [line for line in lines if "is not over in UTC yet" in line]
+    assert refusals == [
+        f"error: --date {day.isoformat()} is not over in UTC yet (today is "
+        f"{dt.datetime.now(dt.UTC).date().isoformat()} UTC): the sources publish a day once it is over; "
+        f"run it from {(day + dt.timedelta(days=1)).isoformat()} 00:00 UTC on"
+    ]
+    assert "Traceback" not in result.stderr
     assert not (world.data_dir / "raw").exists()
+
+
+def test_in_code_an_unfinished_day_is_an_exception_not_an_exit() -> None:
+    from pipeline import RunDaily
+
+    with pytest.raises(UnfinishedDayError, match="is not over in UTC yet"):
+        RunDaily(date=dt.datetime.now(dt.UTC).date())
