@@ -88,7 +88,13 @@ class ValidationConfig(_Section):
     max_row_drop = luigi.FloatParameter(
         default=0.10,
         description="Fail a day whose row count (CRM, usage or output) drops by more than this fraction "
-        "against the previous loaded day; RunDaily --accept-row-drop accepts a real drop",
+        "against its baseline (row_drop_baseline); RunDaily --accept-row-drop accepts a real drop",
+    )
+    row_drop_baseline = luigi.Parameter(
+        default="previous_day",
+        description="What a day's row counts are compared with: previous_day (the latest loaded day), "
+        "same_weekday (D-7, else D-14, D-21, D-28 when loaded; data with a weekly rhythm), trailing_median "
+        "(the median of the last 7 loaded days; robust to one odd day)",
     )
 
 
