@@ -2,6 +2,7 @@
 
 python -m pipeline suites --check      # do expectations/*.json match the rules in code? (exit 1: no)
 python -m pipeline suites --write      # regenerate them
+python -m pipeline status [--json] [--days N] [--date D]   # is the table fresh and healthy? (exit 0: yes)
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from pipeline.orchestration import status
 from pipeline.quality import suites
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "suites": (suites.main, "check (--check) or regenerate (--write) the Great Expectations suite files"),
+    "status": (status.main, "is the table fresh and healthy? each day of a window, read-only (--help)"),
 }
 
 
@@ -21,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arguments or arguments[0] not in COMMANDS:
         print("usage: python -m pipeline <command> [options]\n\ncommands:", file=sys.stderr)
         for name, (_run, summary) in COMMANDS.items():
-            print(f"  {name:<10} {summary}", file=sys.stderr)
+            print(f"  {name:<16} {summary}", file=sys.stderr)
         return 0 if arguments[:1] in (["-h"], ["--help"]) else 2
     run, _summary = COMMANDS[arguments[0]]
     return run(arguments[1:])

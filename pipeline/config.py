@@ -161,6 +161,18 @@ class AlertsConfig(_Section):
     )
 
 
+class MonitoringConfig(_Section):
+    """`python -m pipeline status` and the freshness check (`python -m pipeline check-freshness`)."""
+
+    section = "monitoring"
+
+    max_age_hours = luigi.FloatParameter(
+        default=30.0,
+        description="The table is stale when its newest loaded day ended (D+1 00:00 UTC) longer ago than "
+        "this; 30: the nightly run at 00:00 UTC plus six hours of slack",
+    )
+
+
 SMTP_PASSWORD_ENV = "SMTP_PASSWORD"
 
 

@@ -39,7 +39,7 @@ from pipeline.config import (
 )
 from pipeline.datasets import CRM, USAGE
 from pipeline.faultpoints import fault_point
-from pipeline.orchestration import alerts
+from pipeline.orchestration import alerts, task_times
 from pipeline.orchestration.locks import exclusive_run
 from pipeline.orchestration.run_log import started_from_the_luigi_command
 from pipeline.orchestration.targets import (
@@ -94,14 +94,11 @@ class DayTask(luigi.Task):
             self.set_progress_percentage(percentage)
 
     def log_done(self, started: float, **counts: object) -> None:
+        """The run log's line for a finished task, and its duration for `python -m pipeline status`."""
+        seconds = time.monotonic() - started
         details = " ".join(f"{key}={value}" for key, value in counts.items())
-        log.info(
-            "%s done for %s in %.2fs %s",
-            self.get_task_family(),
-            self.date,
-            time.monotonic() - started,
-            details,
-        )
+        log.info("%s done for %s in %.2fs %s", self.get_task_family(), self.date, seconds, details)
+        task_times.record(self.data_dir, self.date, self.get_task_family(), seconds, **counts)
 
     def archive_stale_landing(self, target: LandingTarget) -> None:
         """On refresh, keep the earlier landing of the day as a prior version instead of overwriting it."""
