@@ -3,6 +3,8 @@
 python -m pipeline suites --check      # do expectations/*.json match the rules in code? (exit 1: no)
 python -m pipeline suites --write      # regenerate them
 python -m pipeline status [--json] [--days N] [--date D]   # is the table fresh and healthy? (exit 0: yes)
+python -m pipeline check-freshness [--date D]              # alert when yesterday is not loaded (dead man)
+python -m pipeline alert-run --exit-status N --log-file F  # alert that a run failed (deploy/alert.sh)
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.orchestration import status
+from pipeline.orchestration import status, watchdog
 from pipeline.quality import suites
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "suites": (suites.main, "check (--check) or regenerate (--write) the Great Expectations suite files"),
     "status": (status.main, "is the table fresh and healthy? each day of a window, read-only (--help)"),
+    "check-freshness": (
+        watchdog.check_freshness_main,
+        "alert when yesterday is not loaded (the dead-man's check)",
+    ),
+    "alert-run": (watchdog.alert_run_main, "alert that a run exited non-zero, with its log's tail"),
 }
 
 

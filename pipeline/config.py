@@ -9,6 +9,7 @@ environment (see :func:`product_api_credentials`).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,10 @@ SMTP_PASSWORD_ENV = "SMTP_PASSWORD"
 
 def smtp_settings() -> dict[str, Any]:
     """Luigi's own ``[smtp]`` section (the one its error e-mails use), the password from SMTP_PASSWORD."""
-    config = smtp()
+    with warnings.catch_warnings():
+        # Luigi warns for each of its own [smtp] options left at their None default.
+        warnings.filterwarnings("ignore", message=r'Parameter ".*" with value "None" is not of type string')
+        config = smtp()
     return {
         "host": config.host,
         "port": int(config.port or 0),

@@ -51,6 +51,8 @@ WEBHOOK_URL_ENV = "PIPELINE_ALERT_WEBHOOK_URL"
 ERROR_SUMMARY_CHARS = 2000
 # Between webhook attempts: 1 s, then 2 s (a Retry-After from the receiver wins).
 WEBHOOK_BACKOFF_SECONDS = 1.0
+# [alerts] defaults, used as well when that section cannot be read (an alert must still go out).
+DEFAULT_TIMEOUT_SECONDS, DEFAULT_ATTEMPTS = 5.0, 3
 _installed = False
 
 
@@ -160,12 +162,17 @@ def post_webhook(alert: webhooks.Alert) -> webhooks.DeliveryResult | None:
     url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
     if not url:
         return None
+    fmt, timeout, attempts = "auto", DEFAULT_TIMEOUT_SECONDS, DEFAULT_ATTEMPTS
     try:
         config = AlertsConfig()
-        body = webhooks.payload(alert, webhooks.resolve_format(config.webhook_format, url))
         timeout, attempts = float(config.webhook_timeout_seconds), int(config.webhook_attempts)
-    except Exception as error:  # a bad setting: say so, never fail the run that is being reported
-        log.error("the alert for %s was not sent: %s: %s", alert.task, type(error).__name__, error)
+        fmt = config.webhook_format
+    except Exception as error:  # an unreadable [alerts] section must not silence the alert: use defaults
+        log.error("[alerts] cannot be read (%s: %s); alerting with the defaults", type(error).__name__, error)
+    try:
+        body = webhooks.payload(alert, webhooks.resolve_format(fmt, url))
+    except ValueError as error:  # an unknown format: say so, never fail the run that is being reported
+        log.error("the alert for %s was not sent: %s", alert.task, error)
         return webhooks.DeliveryResult(delivered=False, attempts=0, error=str(error))
     return webhooks.post_alert(
         url, body, timeout=timeout, attempts=attempts, backoff_seconds=WEBHOOK_BACKOFF_SECONDS

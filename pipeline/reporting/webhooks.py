@@ -394,3 +394,81 @@ def _scrub(text: str, url: str) -> str:
     for piece in sorted((p for p in pieces if len(p.strip("/?")) > 0), key=len, reverse=True):
         text = text.replace(piece, "/***" if not piece.startswith(("http:", "https:")) else redact_url(url))
     return text
+
+
+# -- the last resort: a run that failed before the pipeline could even be imported --------------------------
+
+# The environment variables whose values never leave the host: pipeline.redaction.LOGGED_SECRET_ENV_VARS,
+# repeated because this module imports nothing of the pipeline (a test keeps the two lists equal).
+SECRET_ENV_VARS = (
+    "PRODUCT_API_CLIENT_ID", "PRODUCT_API_CLIENT_SECRET", "SMTP_PASSWORD", "PIPELINE_ALERT_WEBHOOK_URL",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET", "PGPASSWORD", "MYSQL_PWD",
+)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python pipeline/reporting/webhooks.py --exit-status N --log-file F [--what W]``.
+
+    ``deploy/alert.sh`` runs this file directly, as a script, when ``import pipeline`` itself fails (a
+    configuration file that does not parse breaks Luigi's import): the webhook still hears of the failed
+    run, in the ``auto`` format with the default timeout and attempts, the log's tail with the secret
+    environment values masked. Exit 0 when delivered, 6 when not, 0 with a warning when no
+    ``PIPELINE_ALERT_WEBHOOK_URL`` is set.
+    """
+    import argparse
+    import datetime as dt
+    import os
+    import re
+    import socket
+    import sys
+
+    parser = argparse.ArgumentParser(description="Post a run-failure alert without importing the pipeline.")
+    parser.add_argument("--exit-status", required=True)
+    parser.add_argument("--what", default="nightly CatchUp")
+    parser.add_argument("--log-file", default="")
+    parser.add_argument("--detail", default="")
+    arguments = parser.parse_args(argv)
+    url = os.environ.get("PIPELINE_ALERT_WEBHOOK_URL", "").strip()
+    if not url:
+        print("warning: PIPELINE_ALERT_WEBHOOK_URL is not set: nobody was told", file=sys.stderr)
+        return 0
+    tail = None
+    if arguments.log_file:
+        try:
+            with open(arguments.log_file, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 64 * 1024))
+                tail = "\n".join(handle.read().decode("utf-8", errors="replace").splitlines()[-60:])
+        except OSError:
+            tail = None
+    if tail:
+        tail = re.sub(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", r"\1***", tail)
+        secrets = sorted((os.environ.get(name, "") for name in SECRET_ENV_VARS), key=len, reverse=True)
+        for secret in (value for value in secrets if len(value) >= 4):
+            tail = tail.replace(secret, "***")
+    status = arguments.exit_status.strip()
+    alert = Alert(
+        task=arguments.what,
+        task_family=arguments.what,
+        date=None,
+        error=f"{arguments.what} exited with status {status}, and the pipeline could not be imported to "
+        "report it (see the log: a configuration file that does not parse?). "
+        + (arguments.detail.strip() + " " if arguments.detail.strip() else "")
+        + "This alert comes from the fallback, in the default format.",
+        error_type="RunFailed",
+        host=socket.gethostname(),
+        failed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        luigid_url=None,
+        exit_code=int(status) if status.isdigit() else None,
+        log_tail=tail,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    result = post_alert(url, payload(alert, resolve_format("auto", url)), timeout=5.0, attempts=3)
+    print(f"webhook: {'delivered' if result.delivered else 'NOT delivered: ' + str(result.error)}")
+    return 0 if result.delivered else 6
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
