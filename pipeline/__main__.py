@@ -5,6 +5,7 @@ python -m pipeline suites --write      # regenerate them
 python -m pipeline status [--json] [--days N] [--date D]   # is the table fresh and healthy? (exit 0: yes)
 python -m pipeline check-freshness [--date D]              # alert when yesterday is not loaded (dead man)
 python -m pipeline alert-run --exit-status N --log-file F  # alert that a run failed (deploy/alert.sh)
+python -m pipeline luigid --port 8082 ...                  # luigid with task history (make scheduler)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.orchestration import status, watchdog
+from pipeline.orchestration import luigid, status, watchdog
 from pipeline.quality import suites
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
@@ -23,6 +24,10 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
         "alert when yesterday is not loaded (the dead-man's check)",
     ),
     "alert-run": (watchdog.alert_run_main, "alert that a run exited non-zero, with its log's tail"),
+    "luigid": (
+        luigid.main,
+        "luigid (same options) with its task history working: what `make scheduler` runs",
+    ),
 }
 
 
