@@ -189,7 +189,7 @@ def mail_alert(alert: webhooks.Alert) -> bool | None:
         recipients = mailer.parse_recipients(config.receiver or "", "[email] receiver")
         if not recipients:
             return None
-        if sys.stdout.isatty() and not config.force_send:
+        if sys.stdout is not None and sys.stdout.isatty() and not config.force_send:
             log.info("the alert is not mailed from a terminal ([email] force_send = true mails it anyway)")
             return None
         message = alert_mail.alert_message(alert, sender=config.sender, recipients=recipients)
