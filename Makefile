@@ -49,10 +49,12 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# luigid with its task history (luigid.cfg): `python -m pipeline luigid` is luigid, its history working on
+# SQLAlchemy 2 (pipeline/orchestration/luigid.py).
 scheduler: $(PROD_STAMP)
 	mkdir -p var/luigid/log
-	$(BIN)/luigid --address 127.0.0.1 --port $(LUIGID_PORT) \
-		--state-path var/luigid/state.pickle --logdir var/luigid/log
+	env LUIGI_CONFIG_PATH=$(CURDIR)/luigid.cfg $(BIN)/python -m pipeline luigid --address 127.0.0.1 \
+		--port $(LUIGID_PORT) --state-path var/luigid/state.pickle --logdir var/luigid/log
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/bench_load.py

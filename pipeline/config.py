@@ -9,6 +9,7 @@ environment (see :func:`product_api_credentials`).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,13 @@ class ValidationConfig(_Section):
     max_row_drop = luigi.FloatParameter(
         default=0.10,
         description="Fail a day whose row count (CRM, usage or output) drops by more than this fraction "
-        "against the previous loaded day; RunDaily --accept-row-drop accepts a real drop",
+        "against its baseline (row_drop_baseline); RunDaily --accept-row-drop accepts a real drop",
+    )
+    row_drop_baseline = luigi.Parameter(
+        default="previous_day",
+        description="What a day's row counts are compared with: previous_day (the latest loaded day), "
+        "same_weekday (D-7, else D-14, D-21, D-28 when loaded; data with a weekly rhythm), trailing_median "
+        "(the median of the last 7 loaded days; robust to one odd day)",
     )
 
 
@@ -122,13 +129,31 @@ class ReportConfig(_Section):
     )
 
 
+# The payload formats of [alerts] webhook_format; pipeline.reporting.webhooks builds them (a test checks that
+# both lists agree: this module sits below the reporting layer and cannot import it).
+WEBHOOK_FORMATS = ("auto", "adaptive_card", "message_card", "json")
+
+
 class AlertsConfig(_Section):
     """Failure alerts: the webhook URL comes from PIPELINE_ALERT_WEBHOOK_URL (it is a secret)."""
 
     section = "alerts"
 
+    # A plain Parameter: pipeline.reporting.webhooks.resolve_format refuses an unknown value with a message
+    # that lists the formats (Luigi's ChoiceParameter error names neither the value nor the choices).
+    webhook_format = luigi.Parameter(
+        default="auto",
+        description="The webhook's payload: adaptive_card (Teams Workflows), message_card (legacy Office 365 "
+        "connector), json (a plain object with text, task, date, error), auto (adaptive_card for Teams / "
+        "Power Automate hosts, json otherwise)",
+    )
     webhook_timeout_seconds = luigi.FloatParameter(
-        default=5.0, description="The most a failing task waits for the webhook (connect + response)"
+        default=5.0, description="The most one webhook attempt waits (connect + response)"
+    )
+    webhook_attempts = luigi.IntParameter(
+        default=3,
+        description="Tries per alert on 429 / 5xx / timeouts (with backoff and Retry-After); a dead webhook "
+        "costs an alert at most attempts x timeout + 2 seconds",
     )
     luigid_url = luigi.Parameter(
         default="",
@@ -137,12 +162,27 @@ class AlertsConfig(_Section):
     )
 
 
+class MonitoringConfig(_Section):
+    """`python -m pipeline status` and the freshness check (`python -m pipeline check-freshness`)."""
+
+    section = "monitoring"
+
+    max_age_hours = luigi.FloatParameter(
+        default=30.0,
+        description="The table is stale when its newest loaded day ended (D+1 00:00 UTC) longer ago than "
+        "this; 30: the nightly run at 00:00 UTC plus six hours of slack",
+    )
+
+
 SMTP_PASSWORD_ENV = "SMTP_PASSWORD"
 
 
 def smtp_settings() -> dict[str, Any]:
     """Luigi's own ``[smtp]`` section (the one its error e-mails use), the password from SMTP_PASSWORD."""
-    config = smtp()
+    with warnings.catch_warnings():
+        # Luigi warns for each of its own [smtp] options left at their None default.
+        warnings.filterwarnings("ignore", message=r'Parameter ".*" with value "None" is not of type string')
+        config = smtp()
     return {
         "host": config.host,
         "port": int(config.port or 0),

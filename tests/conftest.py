@@ -239,7 +239,7 @@ class PipelineWorld:
         )
         return env
 
-    def run_cli(self, *arguments: str, timeout: float = 120):
+    def run_cli(self, *arguments: str, timeout: float = 120, env: dict[str, str] | None = None):
         """Run the `luigi` command line the README documents; returns the CompletedProcess."""
         import subprocess
         import sys
@@ -248,7 +248,7 @@ class PipelineWorld:
         return subprocess.run(
             [str(luigi_cli), "--module", "pipeline", *arguments],
             cwd=self.root,
-            env=self.cli_env(),
+            env={**self.cli_env(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -1,17 +1,22 @@
-"""Failure alerts: Luigi's own error e-mails, and a JSON webhook (Microsoft Teams or anything else).
+"""Failure alerts: e-mail and a webhook (Microsoft Teams Workflows, a legacy connector, or any JSON receiver).
 
-Two channels, both fed from Luigi's mechanisms:
+Two kinds of failure alert, through the same two channels:
 
-* **E-mail** is Luigi's: when a task fails, its worker mails ``[email] receiver`` through ``[smtp]``
-  (the same section the report uses; ``SMTP_PASSWORD`` from the environment is handed to it here).
-  The text of that mail is what the task's ``on_failure`` returns: :func:`failure_explanation` puts the
-  task, the date, the error and the luigid link above Luigi's traceback. Luigi does not mail when its
-  output goes to a terminal unless ``[email] force_send = true``; from cron or systemd it does.
-* **Webhook**: an event handler on ``luigi.Event.FAILURE`` POSTs :func:`alert_body` to the URL in
-  ``PIPELINE_ALERT_WEBHOOK_URL`` (a Teams incoming webhook reads its MessageCard fields; any other
-  receiver gets the same facts as plain keys). The POST runs on a daemon thread that the handler waits
-  for at most ``[alerts] webhook_timeout_seconds``: a webhook that is down, slow or hanging is logged
-  and never fails or holds up the pipeline.
+* **A failed task.** E-mail is Luigi's: its worker mails ``[email] receiver`` through ``[smtp]`` (the
+  section the report uses; ``SMTP_PASSWORD`` from the environment is handed to it here). The text of that
+  mail is what the task's ``on_failure`` returns: :func:`failure_explanation` puts the task, the date, the
+  error and the luigid link above Luigi's traceback. Luigi does not mail when its output goes to a terminal
+  unless ``[email] force_send = true``; from cron or systemd it does. The webhook: an event handler on
+  ``luigi.Event.FAILURE`` POSTs the alert to ``PIPELINE_ALERT_WEBHOOK_URL``.
+* **A run, not a task** (a nightly run that failed before any task ran, a day that the freshness check
+  found not loaded: ``pipeline.orchestration.watchdog``): :func:`send_alert` POSTs the same webhook and
+  mails ``[email] receiver`` itself (a plain-text mail, with Luigi's terminal rule).
+
+The webhook's payload is ``[alerts] webhook_format`` (``pipeline.reporting.webhooks`` builds it: an
+Adaptive Card for Teams Workflows, a MessageCard, or plain JSON). Delivery retries 429, 5xx and timeouts
+with backoff and ``Retry-After``, at most ``[alerts] webhook_attempts`` times of
+``webhook_timeout_seconds`` each; an alert that cannot be delivered is logged, and never fails the run,
+holds it up without bound, or hides the error it reports.
 
 A failed validation check (a row drop, say) fails its task with the check's message, so it alerts with
 that message like any other failure.
@@ -22,28 +27,32 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import smtplib
 import socket
-import threading
+import sys
 import traceback
 import urllib.parse
-from typing import Any
 
 import luigi
 import luigi.configuration
 
 from pipeline.clock import utc_iso_seconds
-from pipeline.config import SMTP_PASSWORD_ENV, AlertsConfig
+from pipeline.config import SMTP_PASSWORD_ENV, AlertsConfig, smtp_settings
 from pipeline.orchestration.scheduler import (
     VISUALISER_PATH,
     command_line_scheduler_options,
     scheduler_address,
 )
-from pipeline.redaction import redact_secret_url
+from pipeline.reporting import alert_mail, mailer, webhooks
 
 log = logging.getLogger("pipeline.alerts")
 
 WEBHOOK_URL_ENV = "PIPELINE_ALERT_WEBHOOK_URL"
 ERROR_SUMMARY_CHARS = 2000
+# Between webhook attempts: 1 s, then 2 s (a Retry-After from the receiver wins).
+WEBHOOK_BACKOFF_SECONDS = 1.0
+# [alerts] defaults, used as well when that section cannot be read (an alert must still go out).
+DEFAULT_TIMEOUT_SECONDS, DEFAULT_ATTEMPTS = 5.0, 3
 _installed = False
 
 
@@ -93,116 +102,128 @@ def luigid_task_url(task: luigi.Task) -> str | None:
     return f"{base}{VISUALISER_PATH}#{fragment}"
 
 
-def alert_facts(task: luigi.Task, error: BaseException) -> dict[str, Any]:
-    return {
-        "task": task.task_id,
-        "task_family": task.get_task_family(),
-        "date": task_date(task),
-        "error": error_summary(error),
-        "error_type": type(error).__name__,
-        "host": socket.gethostname(),
-        "failed_at": utc_iso_seconds(),
-        "luigid_url": luigid_task_url(task),
-    }
+def task_alert(task: luigi.Task, error: BaseException) -> webhooks.Alert:
+    """The alert of a failed task."""
+    return webhooks.Alert(
+        task=task.task_id,
+        task_family=task.get_task_family(),
+        date=task_date(task),
+        error=error_summary(error),
+        error_type=type(error).__name__,
+        host=socket.gethostname(),
+        failed_at=utc_iso_seconds(),
+        luigid_url=luigid_task_url(task),
+    )
 
 
-def alert_body(facts: dict[str, Any]) -> dict[str, Any]:
-    """The webhook's JSON: the facts as plain keys, plus a MessageCard that Teams shows as a card."""
-    title = f"Pipeline failure: {facts['task_family']}" + (f" for {facts['date']}" if facts["date"] else "")
-    card_facts = [
-        {"name": "Task", "value": facts["task"]},
-        {"name": "Date", "value": facts["date"] or "-"},
-        {"name": "Host", "value": facts["host"]},
-        {"name": "Failed at", "value": facts["failed_at"]},
-    ]
-    body: dict[str, Any] = {
-        "@type": "MessageCard",
-        "@context": "https://schema.org/extensions",
-        "themeColor": "B91C1C",
-        "summary": title,
-        "title": title,
-        "text": facts["error"].replace("\n", "  \n"),  # Markdown line breaks in Teams
-        "sections": [{"facts": card_facts}],
-        **facts,
-    }
-    if facts["luigid_url"]:
-        body["potentialAction"] = [
-            {
-                "@type": "OpenUri",
-                "name": "Open in luigid",
-                "targets": [{"os": "default", "uri": facts["luigid_url"]}],
-            }
-        ]
-    return body
+def run_alert(
+    what: str,
+    error: str,
+    *,
+    error_type: str,
+    date: dt.date | None = None,
+    exit_code: int | None = None,
+    log_tail: str | None = None,
+) -> webhooks.Alert:
+    """The alert of something that is not a task: ``what`` is e.g. "nightly CatchUp" or "CheckFreshness"."""
+    return webhooks.Alert(
+        task=what,
+        task_family=what,
+        date=date.isoformat() if date else None,
+        error=error if len(error) <= ERROR_SUMMARY_CHARS else error[: ERROR_SUMMARY_CHARS - 3] + "...",
+        error_type=error_type,
+        host=socket.gethostname(),
+        failed_at=utc_iso_seconds(),
+        luigid_url=None,
+        exit_code=exit_code,
+        log_tail=log_tail,
+    )
 
 
 def failure_explanation(task: luigi.Task, error: BaseException, luigi_text: str) -> str:
     """What Luigi mails and shows for a failed task: the alert's facts above its own traceback."""
     try:
-        facts = alert_facts(task, error)
+        alert = task_alert(task, error)
     except Exception:  # the explanation of a failure must never fail itself
         log.exception("could not summarise the failure of %s", getattr(task, "task_id", task))
         return luigi_text
-    lines = [f"Task: {facts['task']}", f"Date: {facts['date'] or '-'}", f"Error: {facts['error']}"]
-    if facts["luigid_url"]:
-        lines.append(f"luigid: {facts['luigid_url']}")
+    lines = [f"Task: {alert.task}", f"Date: {alert.date or '-'}", f"Error: {alert.error}"]
+    if alert.luigid_url:
+        lines.append(f"luigid: {alert.luigid_url}")
     return "\n".join(lines) + "\n\n" + luigi_text
 
 
-# -- the webhook --------------------------------------------------------------------------------------
+# -- delivery -----------------------------------------------------------------------------------------
 
 
-def post_webhook(url: str, body: dict[str, Any], timeout: float) -> bool:
-    """POST ``body`` as JSON; True when the receiver answered 2xx. Never raises, never blocks longer
-    than about ``timeout`` seconds (the request runs on a daemon thread that is abandoned if late)."""
-    import requests
-
-    outcome: dict[str, Any] = {}
-
-    def send() -> None:
-        try:
-            response = requests.post(url, json=body, timeout=(min(timeout, 3.0), timeout))
-            outcome["status"] = response.status_code
-        except Exception as error:
-            outcome["error"] = f"{type(error).__name__}: {error}"
-
-    worker = threading.Thread(target=send, name="alert-webhook", daemon=True)
-    worker.start()
-    worker.join(timeout + 0.5)
-    target = redact_secret_url(url)
-    if worker.is_alive():
-        log.error("alert webhook %s did not answer within %.1fs; the alert is dropped", target, timeout)
-        return False
-    if "error" in outcome:
-        log.error("alert webhook %s failed: %s", target, _redact_text(outcome["error"], url))
-        return False
-    if not 200 <= outcome["status"] < 300:
-        log.error("alert webhook %s answered HTTP %s", target, outcome["status"])
-        return False
-    log.info("alert webhook %s accepted the alert (HTTP %s)", target, outcome["status"])
-    return True
-
-
-def _redact_text(text: str, url: str) -> str:
-    return text.replace(url, redact_secret_url(url))
-
-
-def send_alert(task: luigi.Task, error: BaseException) -> bool | None:
-    """Send the webhook alert for a failed task; None when no webhook is configured."""
+def post_webhook(alert: webhooks.Alert) -> webhooks.DeliveryResult | None:
+    """POST ``alert`` to ``PIPELINE_ALERT_WEBHOOK_URL`` in ``[alerts] webhook_format``; None when no
+    webhook is configured. Never raises; bounded by ``webhook_attempts`` x ``webhook_timeout_seconds``."""
     url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
     if not url:
         return None
+    fmt, timeout, attempts = "auto", DEFAULT_TIMEOUT_SECONDS, DEFAULT_ATTEMPTS
     try:
-        timeout = AlertsConfig().webhook_timeout_seconds
-        body = alert_body(alert_facts(task, error))
+        config = AlertsConfig()
+        timeout, attempts = float(config.webhook_timeout_seconds), int(config.webhook_attempts)
+        fmt = config.webhook_format
+    except Exception as error:  # an unreadable [alerts] section must not silence the alert: use defaults
+        log.error("[alerts] cannot be read (%s: %s); alerting with the defaults", type(error).__name__, error)
+    try:
+        body = webhooks.payload(alert, webhooks.resolve_format(fmt, url))
+    except ValueError as error:  # an unknown format: say so, never fail the run that is being reported
+        log.error("the alert for %s was not sent: %s", alert.task, error)
+        return webhooks.DeliveryResult(delivered=False, attempts=0, error=str(error))
+    return webhooks.post_alert(
+        url, body, timeout=timeout, attempts=attempts, backoff_seconds=WEBHOOK_BACKOFF_SECONDS
+    )
+
+
+def mail_alert(alert: webhooks.Alert) -> bool | None:
+    """Mail ``alert`` to ``[email] receiver`` over ``[smtp]``, as Luigi mails a failed task: not when the
+    output is a terminal unless ``[email] force_send``. None when not mailed; never raises."""
+    from luigi.notifications import email as email_config
+
+    try:
+        config = email_config()
+        recipients = mailer.parse_recipients(config.receiver or "", "[email] receiver")
+        if not recipients:
+            return None
+        if sys.stdout is not None and sys.stdout.isatty() and not config.force_send:
+            log.info("the alert is not mailed from a terminal ([email] force_send = true mails it anyway)")
+            return None
+        message = alert_mail.alert_message(alert, sender=config.sender, recipients=recipients)
+        settings = mailer.SmtpSettings(**smtp_settings())
+        mailer.send_message(message, config.sender, recipients, settings)
+    except (OSError, smtplib.SMTPException, mailer.MailError, ValueError) as error:
+        log.error("the alert for %s could not be mailed: %s: %s", alert.task, type(error).__name__, error)
+        return False
+    log.info("mailed the alert for %s to %s", alert.task, ", ".join(recipients))
+    return True
+
+
+def send_alert(alert: webhooks.Alert) -> dict[str, object]:
+    """Both channels for an alert that does not come from a task (Luigi mails failed tasks itself).
+
+    Returns what happened per channel: ``{"webhook": DeliveryResult | None, "mail": bool | None}``.
+    """
+    return {"webhook": post_webhook(alert), "mail": mail_alert(alert)}
+
+
+def send_task_alert(task: luigi.Task, error: BaseException) -> webhooks.DeliveryResult | None:
+    """The webhook alert of a failed task; None when no webhook is configured."""
+    if not os.environ.get(WEBHOOK_URL_ENV, "").strip():
+        return None
+    try:
+        alert = task_alert(task, error)
     except Exception:
         log.exception("could not build the alert for %s", getattr(task, "task_id", task))
-        return False
-    return post_webhook(url, body, timeout)
+        return webhooks.DeliveryResult(delivered=False, attempts=0, error="the alert could not be built")
+    return post_webhook(alert)
 
 
 def _on_failure(task: luigi.Task, error: BaseException) -> None:
     try:
-        send_alert(task, error)
+        send_task_alert(task, error)
     except Exception:  # belt and braces: Luigi would log it too, but never let an alert break a run
         log.error("alert failed: %s", traceback.format_exc())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import time
 
 import luigi
@@ -38,8 +39,9 @@ from pipeline.config import (
 )
 from pipeline.datasets import CRM, USAGE
 from pipeline.faultpoints import fault_point
-from pipeline.orchestration import alerts
+from pipeline.orchestration import alerts, task_times
 from pipeline.orchestration.locks import exclusive_run
+from pipeline.orchestration.run_log import started_from_the_luigi_command
 from pipeline.orchestration.targets import (
     LandingTarget,
     MergedDayTarget,
@@ -92,14 +94,11 @@ class DayTask(luigi.Task):
             self.set_progress_percentage(percentage)
 
     def log_done(self, started: float, **counts: object) -> None:
+        """The run log's line for a finished task, and its duration for `python -m pipeline status`."""
+        seconds = time.monotonic() - started
         details = " ".join(f"{key}={value}" for key, value in counts.items())
-        log.info(
-            "%s done for %s in %.2fs %s",
-            self.get_task_family(),
-            self.date,
-            time.monotonic() - started,
-            details,
-        )
+        log.info("%s done for %s in %.2fs %s", self.get_task_family(), self.date, seconds, details)
+        task_times.record(self.data_dir, self.date, self.get_task_family(), seconds, **counts)
 
     def archive_stale_landing(self, target: LandingTarget) -> None:
         """On refresh, keep the earlier landing of the day as a prior version instead of overwriting it."""
@@ -385,8 +384,18 @@ class SendReport(GatedDayTask):
         self.log_done(started, status=entry["status"], correction=entry.get("correction", False))
 
 
+# The exit status of a `luigi` command line whose --date is not over in UTC: 2, as for any other command line
+# that is refused (argparse exits 2 for an unknown option). Luigi's [retcode] has no code for it.
+COMMAND_LINE_REFUSED = 2
+
+
 class UnfinishedDayError(luigi.parameter.ParameterException):
     """The day asked for is not over in UTC: its data is not complete anywhere yet."""
+
+
+class UnfinishedDayExit(SystemExit):
+    """The same refusal on the `luigi` command line: one line on stderr and exit status 2, where Luigi would
+    log a traceback for any exception and exit with [retcode] unhandled_exception (40)."""
 
 
 class FinishedDayParameter(luigi.DateParameter):
@@ -396,15 +405,27 @@ class FinishedDayParameter(luigi.DateParameter):
         yield from super()._value_iterator(task_name, param_name)
         yield (yesterday_utc(), None)
 
+    def parse(self, s: str) -> dt.date:
+        # Luigi parses the values of its command line (and of config files) here, then normalises them.
+        value = super().parse(s)
+        if value >= today_utc() and started_from_the_luigi_command():
+            print(f"error: --date {unfinished_day_message(value)}", file=sys.stderr)
+            raise UnfinishedDayExit(COMMAND_LINE_REFUSED)
+        return value
+
     def normalize(self, value: dt.date | None) -> dt.date | None:
         value = super().normalize(value)
         if value is not None and value >= today_utc():
-            raise UnfinishedDayError(
-                f"{value.isoformat()} is not over in UTC yet (today is {today_utc().isoformat()} UTC): "
-                f"the sources publish a day once it is over; run it from "
-                f"{(value + dt.timedelta(days=1)).isoformat()} 00:00 UTC on"
-            )
+            raise UnfinishedDayError(unfinished_day_message(value))
         return value
+
+
+def unfinished_day_message(value: dt.date) -> str:
+    return (
+        f"{value.isoformat()} is not over in UTC yet (today is {today_utc().isoformat()} UTC): "
+        f"the sources publish a day once it is over; run it from "
+        f"{(value + dt.timedelta(days=1)).isoformat()} 00:00 UTC on"
+    )
 
 
 class RunDaily(MixinNaiveBulkComplete, luigi.WrapperTask):

@@ -28,7 +28,7 @@ from pipeline.datasets import CRM, OUTPUT, USAGE
 from pipeline.quality.frames import crm_frame, output_frame, usage_frame
 from pipeline.quality.results import ValidationOutcome, raise_for_failures
 from pipeline.quality.runner import run_suite
-from pipeline.warehouse.ledger import loaded_day, previous_loaded_day
+from pipeline.warehouse.ledger import PREVIOUS_DAY, loaded_day, row_count_baseline
 from pipeline.warehouse.merge import MergeResult
 from pipeline.warehouse.sql import run_sql
 
@@ -76,12 +76,13 @@ def validate_crm(
     landing_id: str | None,
     accept_row_drop: bool = False,
     max_row_drop: float = DEFAULT_MAX_ROW_DROP,
+    row_drop_baseline: str = PREVIOUS_DAY,
     extra_warnings: Iterable[str] = (),
 ) -> ValidationOutcome:
     """Validate the staged CRM snapshot of ``day``; raises :class:`DataValidationError` on failure."""
     with engine.connect() as connection:
         frame = crm_frame(connection, day)
-        previous = previous_loaded_day(connection, day)
+        previous = row_count_baseline(connection, day, row_drop_baseline)
     latest_allowed = dt.datetime.combine(day + dt.timedelta(days=2), dt.time())
     outcome = run_suite(
         CRM,
@@ -108,11 +109,12 @@ def validate_product_usage(
     landing_id: str | None,
     accept_row_drop: bool = False,
     max_row_drop: float = DEFAULT_MAX_ROW_DROP,
+    row_drop_baseline: str = PREVIOUS_DAY,
 ) -> ValidationOutcome:
     """Validate the staged product usage of ``day``; raises :class:`DataValidationError` on failure."""
     with engine.connect() as connection:
         frame = usage_frame(connection, day)
-        previous = previous_loaded_day(connection, day)
+        previous = row_count_baseline(connection, day, row_drop_baseline)
     outcome = run_suite(
         USAGE,
         day,
@@ -136,6 +138,7 @@ def validate_output(
     *,
     accept_row_drop: bool = False,
     max_row_drop: float = DEFAULT_MAX_ROW_DROP,
+    row_drop_baseline: str = PREVIOUS_DAY,
 ) -> ValidationOutcome:
     """Validate the merged day inside the merge's transaction; raises :class:`DataValidationError`.
 
@@ -144,7 +147,7 @@ def validate_output(
     """
     day = result.activity_date
     frame = output_frame(connection, day)
-    previous = previous_loaded_day(connection, day)
+    previous = row_count_baseline(connection, day, row_drop_baseline)
     expected = run_sql(
         connection,
         "quality/select_expected_output_rows",
@@ -175,13 +178,22 @@ def validate_output(
 
 
 def output_validator(
-    data_dir: Path, *, accept_row_drop: bool = False, max_row_drop: float = DEFAULT_MAX_ROW_DROP
+    data_dir: Path,
+    *,
+    accept_row_drop: bool = False,
+    max_row_drop: float = DEFAULT_MAX_ROW_DROP,
+    row_drop_baseline: str = PREVIOUS_DAY,
 ) -> Callable[[Connection, MergeResult], None]:
     """The ``before_commit`` of ``transform.merge_day`` that guards the mart."""
 
     def before_commit(connection: Connection, result: MergeResult) -> None:
         validate_output(
-            connection, result, data_dir, accept_row_drop=accept_row_drop, max_row_drop=max_row_drop
+            connection,
+            result,
+            data_dir,
+            accept_row_drop=accept_row_drop,
+            max_row_drop=max_row_drop,
+            row_drop_baseline=row_drop_baseline,
         )
 
     return before_commit

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.datasets import OUTPUT, TITLES
+from pipeline.warehouse.ledger import SAME_WEEKDAY, TRAILING_MEDIAN, same_weekday_candidates
 
 
 class DataValidationError(RuntimeError):
@@ -85,6 +86,9 @@ class ValidationOutcome:
     json_path: str = ""
     html_path: str = ""
     great_expectations_version: str = ""
+    # [validation] row_drop_baseline and the loaded days behind previous_row_count (ISO dates, oldest first)
+    baseline: str = "previous_day"
+    baseline_days: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -112,7 +116,7 @@ class ValidationOutcome:
 
     def row_drop_text(self) -> str:
         if self.previous_row_count is None:
-            return f"row count {self.row_count}; no loaded day before {self.date.isoformat()} to compare with"
+            return f"row count {self.row_count}; {self.no_baseline_text()}"
         drop = (
             (self.previous_row_count - self.row_count) / self.previous_row_count
             if self.previous_row_count
@@ -120,10 +124,38 @@ class ValidationOutcome:
         )
         change = f"{drop:.1%} below" if drop >= 0 else f"{-drop:.1%} above"
         return (
-            f"row count {self.row_count} is {change} {self.previous_row_count} on "
-            f"{self.previous_date.isoformat() if self.previous_date else '?'} (the previous loaded day); "
+            f"row count {self.row_count} is {change} {self.previous_row_count} {self.baseline_text()}; "
             f"the allowed drop is {self.max_row_drop:.0%} (at least {self.min_row_count} rows)"
         )
+
+    def baseline_text(self) -> str:
+        """Which loaded days the row count was compared with, e.g. 'on 2026-11-19 (the previous loaded
+        day)'."""
+        compared = self.previous_date.isoformat() if self.previous_date else "?"
+        if self.baseline == SAME_WEEKDAY and self.previous_date:
+            weeks = (self.date - self.previous_date).days // 7
+            return (
+                f"on {compared} (the same weekday, a {self.previous_date.strftime('%A')}, "
+                f"{'a week' if weeks == 1 else f'{weeks} weeks'} before; row_drop_baseline = same_weekday)"
+            )
+        if self.baseline == TRAILING_MEDIAN:
+            count = len(self.baseline_days)
+            return (
+                f"(the median of the {count} loaded day{'s' if count != 1 else ''} before "
+                f"{self.date.isoformat()}: {', '.join(self.baseline_days) or compared}; "
+                "row_drop_baseline = trailing_median)"
+            )
+        return f"on {compared} (the previous loaded day)"
+
+    def no_baseline_text(self) -> str:
+        if self.baseline == SAME_WEEKDAY:
+            candidates = same_weekday_candidates(self.date)
+            return (
+                f"no loaded {self.date.strftime('%A')} in the {len(candidates)} weeks before "
+                f"{self.date.isoformat()} ({', '.join(day.isoformat() for day in candidates)}) to compare "
+                "with (row_drop_baseline = same_weekday): the check passes without a baseline"
+            )
+        return f"no loaded day before {self.date.isoformat()} to compare with"
 
     def failure_message(self) -> str:
         failures = self.failures

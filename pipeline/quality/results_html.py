@@ -1,13 +1,15 @@
-"""The results of one validation as a self-contained HTML page: inline style, no script, every value
-escaped, readable offline.
+"""The results of one validation, and the index across days, as self-contained HTML pages: inline style,
+no script, every value escaped, readable offline.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
+from typing import Any
 
-from pipeline.datasets import TITLES
+from pipeline.datasets import DATASETS, TITLES
 from pipeline.quality.results import ValidationOutcome, short
 from pipeline.quality.suites import SUITE_FILES
 
@@ -77,3 +79,63 @@ def render_html(outcome: ValidationOutcome) -> str:
         )
     parts.append("</table></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def render_index(days: dict[str, dict[str, Any]]) -> str:
+    """The data-quality history: one row per day from the first to the last validated (newest first), one
+    column per dataset with its latest verdict linking to that day's results page (``date=D/<dataset>.html``
+    beside this page). A day in between without results shows as not validated."""
+    e = html.escape
+    dates = sorted(dt.date.fromisoformat(day) for day in days)
+    all_days = (
+        [dates[-1] - dt.timedelta(days=offset) for offset in range((dates[-1] - dates[0]).days + 1)]
+        if dates
+        else []
+    )
+    failing = sum(1 for day in days.values() if any(not entry.get("success") for entry in day.values()))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>Data-quality history</title>",
+        f"<style>{_STYLE}.none{{color:#888}}</style></head><body>",
+        "<h1>Data-quality history</h1>",
+        f"<p>{len(days)} validated day{'s' if len(days) != 1 else ''}"
+        + (f" from {e(dates[0].isoformat())} to {e(dates[-1].isoformat())}" if dates else "")
+        + f"; {failing} with a failed check. Each verdict is the latest validation of that day and dataset; "
+        "it links to its results.</p>",
+        "<table><tr><th>date</th>",
+        *(f"<th>{e(TITLES[dataset])}</th>" for dataset in DATASETS),
+        "</tr>",
+    ]
+    for day in all_days:
+        entries = days.get(day.isoformat(), {})
+        cells = [f"<td>{e(day.isoformat())} {e(day.strftime('%a'))}</td>"]
+        for dataset in DATASETS:
+            entry = entries.get(dataset)
+            if entry is None:
+                text = "not validated" if not entries else "&#8212;"
+                cells.append(f'<td class="none">{text}</td>')
+                continue
+            cells.append(f"<td>{_index_cell(day, dataset, entry)}</td>")
+        parts.append(f'<tr id="{e(day.isoformat())}">{"".join(cells)}</tr>')
+    parts.append("</table></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _index_cell(day: dt.date, dataset: str, entry: dict[str, Any]) -> str:
+    e = html.escape
+    href = f"date={day.isoformat()}/{dataset}.html"
+    if entry.get("unreadable"):
+        return f'<a class="failed" href="{e(href)}">unreadable results</a>'
+    status = "passed" if entry.get("success") else "failed"
+    details = []
+    if entry.get("row_count") is not None:
+        details.append(f"{entry['row_count']:,} rows")
+    if entry.get("failed_checks"):
+        details.append(f"{entry['failed_checks']} failed")
+    if entry.get("warnings"):
+        details.append(f"{entry['warnings']} warning{'s' if entry['warnings'] != 1 else ''}")
+    if entry.get("row_drop_accepted"):
+        details.append("row drop accepted")
+    label = status.upper() if status == "failed" else status
+    return f'<a class="{status}" href="{e(href)}">{e(label)}</a> {e(", ".join(details))}'

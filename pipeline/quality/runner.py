@@ -4,10 +4,13 @@ DataFrame, turn its result into a :class:`~pipeline.quality.results.ValidationOu
 Great Expectations is imported inside the functions that validate (it costs seconds to import), with an
 ephemeral context created once per process and its progress bars off.
 
-Row drop: each dataset's row count is compared with the previous *loaded* day's; a drop of more than
-``[validation] max_row_drop`` fails (:func:`min_row_count` is the rule, exact in fractions). The first
-day has no previous count: the floor is 0. ``RunDaily --accept-row-drop`` turns a failing row-drop check
-(and an empty usage day) into an accepted, logged warning, recorded with the results.
+Row drop: each dataset's row count is compared with a baseline of *loaded* days, ``previous``: the
+previous loaded day, the same weekday a week before, or the median of the last 7 loaded days
+(``[validation] row_drop_baseline``, :func:`pipeline.warehouse.ledger.row_count_baseline`). A drop of more
+than ``[validation] max_row_drop`` fails (:func:`min_row_count` is the rule, exact in fractions). Without
+a baseline (the first day, no loaded same weekday) the floor is 0. ``RunDaily --accept-row-drop`` turns a
+failing row-drop check (and an empty usage day) into an accepted, logged warning, recorded with the
+results.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pipeline.datasets import DATASETS, LOADED_DAY_COUNT, TITLES
 from pipeline.quality.results import CheckResult, ValidationOutcome, short
 from pipeline.quality.store import save_results
 from pipeline.quality.suites import OVERRIDE_ROW_DROP, SUITE_FILES
+from pipeline.warehouse.ledger import PREVIOUS_DAY, RowCountBaseline
 
 log = logging.getLogger("pipeline.validation")
 
@@ -116,7 +120,7 @@ def run_suite(
     frame: Any,
     *,
     parameters: dict[str, Any],
-    previous: dict[str, Any] | None,
+    previous: RowCountBaseline | None,
     max_row_drop: float,
     accept_row_drop: bool,
     data_dir: Path,
@@ -133,8 +137,8 @@ def run_suite(
     started = time.monotonic()
     gx, _, batch_definitions = _gx()
     suite = load_suite(dataset, suites_dir)
-    previous_date = previous["activity_date"] if previous else None
-    previous_count = int(previous[LOADED_DAY_COUNT[dataset]]) if previous else None
+    previous_count = previous.count(LOADED_DAY_COUNT[dataset]) if previous else None
+    previous_date = previous.newest_day if previous and previous_count is not None else None
     floor = min_row_count(previous_count, max_row_drop)
     parameters = {"min_row_count": floor, **parameters}
     missing = [name for name in suite_parameters(dataset, suites_dir) if name not in parameters]
@@ -176,6 +180,8 @@ def run_suite(
         context=dict(context or {}),
         validated_at=clock.utc_timestamp(),
         great_expectations_version=gx.__version__,
+        baseline=previous.method if previous else PREVIOUS_DAY,
+        baseline_days=[day.isoformat() for day in previous.compared_days] if previous else [],
     )
     outcome.warnings = [*extra_warnings, *_warnings(outcome)]
     outcome.seconds = round(time.monotonic() - started, 3)

@@ -85,6 +85,20 @@ def paragraph(text: str, muted: bool = False) -> str:
     return f'<p style="{FONT};{colour}font-size:13px;margin:4px 0 8px">{esc(text)}</p>'
 
 
+def quality_history_link(index_page: Path | str, report_dir: Path | str) -> str:
+    """A paragraph linking the data-quality history (``{data_dir}/validation/index.html``) by a path
+    relative to the report's folder, so that the link works wherever the data folder is opened, and
+    naming the file (a mail client does not follow relative links)."""
+    import os
+
+    href = Path(os.path.relpath(Path(index_page).resolve(), Path(report_dir).resolve())).as_posix()
+    return (
+        f'<p style="{FONT};font-size:13px;margin:4px 0 8px">Every day\'s verdicts per dataset: '
+        f'<a href="{esc(href)}" style="color:#1d4ed8">the data-quality history</a> '
+        f'<span style="color:{MUTED}">({esc(Path(index_page))})</span></p>'
+    )
+
+
 def headline_table(metrics: Sequence[Any], day: dt.date) -> str:
     """Metric | D | change vs D-1 | change vs D-7, with the earlier values in small print."""
     previous_day, previous_week = day - dt.timedelta(days=1), day - dt.timedelta(days=7)

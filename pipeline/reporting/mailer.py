@@ -30,8 +30,12 @@ import smtplib
 import ssl
 import uuid
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.policy import EmailPolicy
+from email.policy import default as default_policy
+from email.utils import formatdate, getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,37 @@ SENT, NOT_SENT = "sent", "not_sent"
 
 class MailError(RuntimeError):
     """The report could not be mailed (the message is incomplete or the configuration is wrong)."""
+
+
+class _FoldingPolicy(EmailPolicy):
+    """Python's default e-mail policy, except that an ASCII Subject is folded at the last space that keeps
+    a line within ``max_line_length``. The standard folder moves a subject of 70 to 77 characters whole to
+    a continuation line ("Subject:" CRLF SP "Daily churn ..."), which mail readers, Python's own parser
+    among them, show with a leading space."""
+
+    def _subject(self, name: str, value: object) -> str | None:
+        text = str(value)
+        if name.lower() != "subject" or not text.isascii() or "\r" in text or "\n" in text:
+            return None
+        lines, line = [], f"{name}:"
+        for word in text.split(" "):
+            if len(line) + 1 + len(word) > self.max_line_length and line != f"{name}:":
+                lines.append(line)
+                line = ""  # the continuation line starts with the folding space
+            line += " " + word
+        lines.append(line)
+        return self.linesep.join(lines) + self.linesep
+
+    def fold(self, name: str, value: object) -> str:
+        return self._subject(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: object) -> bytes:
+        folded = self._subject(name, value)
+        return folded.encode("ascii") if folded else super().fold_binary(name, value)
+
+
+# The policy of every message the pipeline builds (the report, alert mails).
+MAIL_POLICY = _FoldingPolicy(**default_policy.__dict__)
 
 
 @dataclass
@@ -199,7 +234,7 @@ def build_message(
     if referenced - attached:
         raise MailError(f"the e-mail refers to images it does not carry: {sorted(referenced - attached)}")
 
-    message = EmailMessage()
+    message = EmailMessage(policy=MAIL_POLICY)
     message["Subject"] = subject(rendered.summary, correction)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
@@ -256,7 +291,9 @@ def send_message(message: EmailMessage, sender: str, recipients: list[str], sett
             server.starttls(context=context)
         if settings.username:
             server.login(settings.username, settings.password or "")
-        return server.send_message(message, from_addr=sender, to_addrs=recipients)
+        return server.send_message(
+            message, from_addr=parseaddr(sender)[1] or sender, to_addrs=envelope_addresses(recipients)
+        )
 
 
 def send_log_path(data_dir: Path | str, day: dt.date) -> Path:
@@ -273,12 +310,56 @@ def _record(data_dir: Path | str, day: dt.date, entry: dict[str, Any]) -> None:
     files.write_json_atomic(send_log_path(data_dir, day), {"date": day.isoformat(), "history": history})
 
 
-def parse_recipients(value: str) -> list[str]:
-    recipients = [item.strip() for item in re.split(r"[,;\s]+", value or "") if item.strip()]
-    bad = [item for item in recipients if "@" not in item]
+def parse_recipients(value: str, setting: str = "[report] recipients") -> list[str]:
+    """The addresses of a comma-separated list (``;`` works too), display names allowed:
+    ``Jane Doe <jane@example.com>, "Ops, EU" <ops@x.org>, cs@x.org``. Each is parsed with
+    :func:`email.utils.getaddresses` and returned in its canonical form (the name quoted when needed)."""
+    recipients, bad = [], []
+    for item in _address_items(value or ""):
+        parsed = getaddresses([item])
+        if len(parsed) != 1 or not _is_address(parsed[0][1]):
+            bad.append(item)
+            continue
+        name, addr = parsed[0]
+        try:
+            recipients.append(str(Address(display_name=name, addr_spec=addr)))
+        except (ValueError, IndexError, HeaderParseError):
+            bad.append(item)
     if bad:
-        raise MailError(f"[report] recipients has entries that are not e-mail addresses: {bad}")
+        raise MailError(
+            f"{setting} has entries that are not e-mail addresses: {bad} "
+            "(separate addresses with commas; a name goes before the address: Jane Doe <jane@example.com>)"
+        )
     return recipients
+
+
+def _address_items(value: str) -> list[str]:
+    """``value`` split at the commas and semicolons that are outside quotes and angle brackets."""
+    items, current, quoted, angle = [], [], False, False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            angle = True
+        elif char == ">" and not quoted:
+            angle = False
+        if char in ",;" and not quoted and not angle:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def _is_address(addr: str) -> bool:
+    local, at, domain = addr.rpartition("@")
+    return bool(at and local and domain) and not any(char.isspace() for char in addr)
+
+
+def envelope_addresses(recipients: list[str]) -> list[str]:
+    """The bare addresses of the SMTP envelope (``RCPT TO``) for recipients with display names."""
+    return [addr for _name, addr in getaddresses(recipients)]
 
 
 def deliver(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +63,64 @@ def browser_html(notebook: Any) -> str:
     return page
 
 
-_SCRIPT = re.compile(r"<script\b", re.IGNORECASE)
-_REMOTE = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
-_CSS_REMOTE = re.compile(r"""@import|url\(\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+# Attributes whose value is a URL the browser fetches or follows (srcset: a list of them).
+_URL_ATTRIBUTES = (
+    "src", "href", "xlink:href", "srcset", "imagesrcset", "poster", "data", "action", "formaction",
+    "background", "codebase", "archive", "cite", "longdesc", "manifest", "ping",
+)  # fmt: skip
+_REMOTE_URL = re.compile(r"^\s*(?:(?:https?|ftp|wss?):|//|\\\\)", re.IGNORECASE)
+_CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))""", re.IGNORECASE)
+_CSS_IMPORT = re.compile(r"@import\b", re.IGNORECASE)
 
 
 def offline_problems(page: str) -> list[str]:
-    """Why ``page`` would need a script or the network (empty: it needs neither)."""
-    problems = []
-    if _SCRIPT.search(page):
-        problems.append("it contains a <script> element")
-    if _REMOTE.search(page):
-        problems.append("it loads or links a remote resource")
-    if _CSS_REMOTE.search(page):
-        problems.append("its CSS imports a remote resource")
+    """Why ``page`` would need a script or the network (empty: it needs neither).
+
+    The page is parsed (beautifulsoup4's ``html.parser``), so entities, quoting and letter case do not
+    hide anything: a ``<script>``; any URL attribute (``src``, ``href``, ``srcset`` candidates,
+    ``poster``, ...) that is remote; a ``<meta http-equiv="refresh">``; CSS in ``<style>`` or ``style=``
+    that imports or loads a remote ``url(...)``.
+    """
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(page, "html.parser")
+    problems: list[str] = []
+
+    def add(problem: str) -> None:
+        if problem not in problems:
+            problems.append(problem)
+
+    if soup.find("script"):
+        add("it contains a <script> element")
+    for element in soup.find_all(True):
+        for attribute in _URL_ATTRIBUTES:
+            value = element.get(attribute)
+            if value is None:
+                continue
+            text = " ".join(value) if isinstance(value, list) else str(value)
+            urls = [candidate.split()[0] for candidate in text.split(",") if candidate.split()]
+            if attribute not in ("srcset", "imagesrcset"):
+                urls = [text]
+            for url in urls:
+                if _REMOTE_URL.match(url):
+                    add(f"it loads or links a remote resource (<{element.name} {attribute}={url.strip()!r}>)")
+        if element.name == "meta" and str(element.get("http-equiv", "")).strip().lower() == "refresh":
+            content = element.get("content")
+            add(f"it redirects or reloads itself (<meta http-equiv=refresh content={content!r}>)")
+        if element.get("style"):
+            _css_problems(str(element.get("style")), add)
+    for style in soup.find_all("style"):
+        _css_problems(style.get_text(), add)
     return problems
+
+
+def _css_problems(css: str, add: Callable[[str], None]) -> None:
+    if _CSS_IMPORT.search(css):
+        add("its CSS imports another stylesheet (@import)")
+    for match in _CSS_URL.finditer(css):
+        url = next(group for group in match.groups() if group is not None)
+        if _REMOTE_URL.match(url):
+            add(f"its CSS loads a remote resource (url({url.strip()!r}))")
 
 
 _MARKDOWN_STYLES = {

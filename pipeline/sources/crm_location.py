@@ -4,6 +4,11 @@ The location is a template with ``{date}``: a local path, ``file://``, ``http(s)
 (``s3://``, ``az://``, ``abfs://``) read through fsspec, the optional ``cloud`` extra
 (docs/cloud_sources.md). The file is copied byte for byte into ``{data_dir}/raw/crm/date=D/`` and its
 manifest (size, checksum, redacted source) is written last. No error raised here carries a credential.
+
+An http(s) download is retried on connection errors, timeouts, 429 and 5xx answers (urllib3's ``Retry`` on
+the session's adapter): up to :attr:`HttpRetry.attempts` tries, exponential backoff between them, and a
+``Retry-After`` of a 429 or 503 honoured up to :attr:`HttpRetry.max_retry_after_seconds`. A 404 is final:
+the file is not there (yet).
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import os
 import shutil
 import tempfile
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from pipeline import clock, files
 from pipeline.datasets import CRM
@@ -34,6 +42,46 @@ CLOUD_EXTRA_HINT = "in the project's checkout: .venv/bin/pip install -e '.[cloud
 _AZURE_SCHEMES = ("az", "abfs", "abfss")
 _FSSPEC_BACKENDS = {"s3": "s3fs", "s3a": "s3fs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
 SUPPORTED_LOCATIONS = "a local path, file://, http(s)://, s3://, az:// or abfs://"
+RETRIED_HTTP_STATUSES = (429, 500, 502, 503, 504)
+
+
+# A server asking for an hour (Retry-After: 3600) must not stall the night: wait at most this, then try.
+MAX_RETRY_AFTER_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class HttpRetry:
+    """How an http(s) download is retried. urllib3 waits nothing before the second try, then
+    ``backoff_seconds`` x 2, x 4, ... (at most 2 minutes); a ``Retry-After`` wins, up to
+    :data:`MAX_RETRY_AFTER_SECONDS`."""
+
+    attempts: int = 5
+    backoff_seconds: float = 1.0
+
+
+class _CappedRetry(Retry):
+    """urllib3's Retry with ``Retry-After`` capped at :data:`MAX_RETRY_AFTER_SECONDS`."""
+
+    def get_retry_after(self, response):  # type: ignore[no-untyped-def]  (urllib3's signature)
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, MAX_RETRY_AFTER_SECONDS)
+
+
+def http_session(retry: HttpRetry) -> requests.Session:
+    """A session whose adapter retries GETs on connection errors, timeouts, 429 and 5xx."""
+    policy = _CappedRetry(
+        total=retry.attempts - 1,
+        backoff_factor=retry.backoff_seconds,
+        status_forcelist=RETRIED_HTTP_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last answer comes back, and says what went wrong
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def snapshot_location(template: str, day: dt.date) -> str:
@@ -43,12 +91,14 @@ def snapshot_location(template: str, day: dt.date) -> str:
     return template.replace("{date}", day.isoformat())
 
 
-def land_snapshot(template: str, data_dir: Path, day: dt.date) -> dict:
+def land_snapshot(
+    template: str, data_dir: Path, day: dt.date, *, http_retry: HttpRetry | None = None
+) -> dict:
     """Download the day's snapshot into the raw landing area and write its manifest last."""
     location = snapshot_location(template, day)
     directory = landing.day_dir(data_dir, CRM, day)
     name = Path(urllib.parse.urlsplit(location).path).name or f"crm_{day.isoformat()}.csv"
-    download_snapshot(location, directory / name, day)
+    download_snapshot(location, directory / name, day, http_retry=http_retry)
     fetched_at = clock.utc_timestamp()
     manifest = {
         "dataset": CRM,
@@ -64,14 +114,16 @@ def land_snapshot(template: str, data_dir: Path, day: dt.date) -> dict:
     return manifest
 
 
-def download_snapshot(location: str, destination: Path, day: dt.date) -> None:
+def download_snapshot(
+    location: str, destination: Path, day: dt.date, *, http_retry: HttpRetry | None = None
+) -> None:
     """Copy the snapshot at ``location`` to ``destination`` atomically (temp file, then rename)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     log.info("CRM snapshot for %s: downloading %s", day.isoformat(), redact_location(location))
     handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=".incoming-", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out:
-            _copy_from_location(location, out, day)
+            _copy_from_location(location, out, day, http_retry or HttpRetry())
         os.replace(temp_name, destination)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -83,7 +135,7 @@ def _not_found(location: str, day: dt.date) -> CrmSnapshotNotFound:
     return CrmSnapshotNotFound(shown, f"CRM snapshot for {day.isoformat()} not found at {shown}")
 
 
-def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date) -> None:
+def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date, http_retry: HttpRetry) -> None:
     scheme = urllib.parse.urlsplit(location).scheme.lower()
     if scheme in ("", "file"):
         path = (
@@ -96,21 +148,39 @@ def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date) -> 
         with path.open("rb") as source:
             shutil.copyfileobj(source, out, length=1024 * 1024)
     elif scheme in ("http", "https"):
-        scrub_url_logging()  # urllib3 logs each URL at DEBUG, SAS token and all
-        try:
-            with requests.get(location, stream=True, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
-                if response.status_code == 404:
-                    raise _not_found(location, day)
-                response.raise_for_status()
-                for chunk in response.iter_content(chunk_size=1024 * 1024):
-                    out.write(chunk)
-        except requests.RequestException as error:
-            # requests quotes the whole URL, SAS token and all: the message is scrubbed, the chain cut.
-            raise CrmSnapshotError(
-                redact_location(location), f"download failed: {scrub_secrets(str(error))}"
-            ) from None
+        _download_http(location, out, day, http_retry)
     else:
         _copy_with_fsspec(location, out, day)
+
+
+def _download_http(location: str, out: io.BufferedWriter, day: dt.date, http_retry: HttpRetry) -> None:
+    scrub_url_logging()  # urllib3 logs each URL at DEBUG, SAS token and all
+    after = f" after {http_retry.attempts} attempts" if http_retry.attempts > 1 else ""
+    try:
+        with (
+            http_session(http_retry) as session,
+            session.get(location, stream=True, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response,
+        ):
+            if response.status_code == 404:
+                raise _not_found(location, day)
+            if response.status_code in RETRIED_HTTP_STATUSES:
+                raise CrmSnapshotError(
+                    redact_location(location),
+                    f"download failed{after}: the server still answered HTTP {response.status_code} "
+                    f"{response.reason}; try again later",
+                )
+            response.raise_for_status()
+            for chunk in response.iter_content(chunk_size=1024 * 1024):
+                out.write(chunk)
+    except requests.exceptions.RetryError as error:
+        raise CrmSnapshotError(
+            redact_location(location), f"download failed{after}: {scrub_secrets(str(error))}"
+        ) from None
+    except requests.RequestException as error:
+        # requests quotes the whole URL, SAS token and all: the message is scrubbed, the chain cut.
+        raise CrmSnapshotError(
+            redact_location(location), f"download failed: {scrub_secrets(str(error))}"
+        ) from None
 
 
 def _missing_extra(location: str, scheme: str, error: ImportError) -> CrmSnapshotError:

@@ -143,6 +143,69 @@ def open_warehouse(database_url: str) -> Engine:
 _schema_ready: set = set()
 
 
+# -- reading without writing -------------------------------------------------------------------------------
+
+
+def read_only_engine(database_url: str) -> Engine | None:
+    """An engine that can only read the warehouse and creates nothing: no file, no schema, no table.
+
+    For ``python -m pipeline status`` and the freshness check, which must work on a warehouse that is
+    being loaded and change nothing in it. SQLite: the files are opened read-only (``mode=ro``), and a
+    schema whose file does not exist is not attached (its tables then do not exist, see
+    :func:`table_exists`); None when the main file does not exist (nothing was ever loaded). PostgreSQL:
+    every transaction is read-only (``default_transaction_read_only``). Not cached: a status run is short.
+    """
+    url = sa.make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or not Path(database).is_file():
+            return None
+        engine = sa.create_engine(
+            f"sqlite:///{_read_only_uri(database)}?mode=ro&uri=true", poolclass=sa.pool.NullPool
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _attach_existing_schemas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            for schema in SCHEMAS:
+                path = sqlite_schema_path(database, schema)
+                if Path(path).is_file():
+                    cursor.execute(f"ATTACH DATABASE ? AS {schema}", (f"{_read_only_uri(path)}?mode=ro",))
+            cursor.close()
+
+        return engine
+    if url.get_backend_name() == "postgresql":
+        return sa.create_engine(
+            postgres_url(url),
+            poolclass=sa.pool.NullPool,
+            connect_args={"options": "-c default_transaction_read_only=on"},
+        )
+    raise WarehouseError(
+        f"unsupported database URL {url.render_as_string(hide_password=True)}: use sqlite or postgresql"
+    )
+
+
+def _read_only_uri(path: str) -> str:
+    """A SQLite URI filename (``file:/abs/path``), with the characters a URI reserves quoted."""
+    import urllib.parse
+
+    return "file:" + urllib.parse.quote(str(Path(path).resolve()))
+
+
+def table_exists(connection: Connection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` exists (on SQLite: in an attached schema file)."""
+    if connection.dialect.name == "sqlite":
+        attached = {row[1] for row in connection.exec_driver_sql("PRAGMA database_list")}
+        if schema not in attached:
+            return False
+        found = connection.exec_driver_sql(
+            f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).first()
+        return found is not None
+    return sa.inspect(connection).has_table(table, schema=schema)
+
+
 # pg_advisory_xact_lock(int4, int4) keys: their key space is separate from the one-bigint form that
 # warehouse.ensure_schema uses.
 

@@ -21,6 +21,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -120,9 +121,11 @@ def running_luigid(root: Path) -> Iterator[Luigid]:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     *preparations, command = make_scheduler_commands(port)
-    assert Path(command[0]).name == "luigid", command
-    if not Path(command[0]).exists() and not IN_CI:
-        pytest.skip(f"{command[0]} is missing: run the tests with the project's venv (make test)")
+    # env LUIGI_CONFIG_PATH=<project>/luigid.cfg <venv>/bin/python -m pipeline luigid <luigid's options>
+    assert command[:2] == ["env", f"LUIGI_CONFIG_PATH={PROJECT_ROOT / 'luigid.cfg'}"], command
+    assert command[3:6] == ["-m", "pipeline", "luigid"], command
+    if not Path(command[2]).exists() and not IN_CI:
+        pytest.skip(f"{command[2]} is missing: run the tests with the project's venv (make test)")
     for preparation in preparations:
         subprocess.run(preparation, cwd=root, check=True)
     env = {key: value for key, value in os.environ.items() if key != "LUIGI_CONFIG_PATH"}
@@ -368,16 +371,70 @@ def test_visualiser_default_graph_view_and_task_list_name_every_task(
 # -- finding the scheduler, and the local one ----------------------------------------------------------
 
 
-def test_make_scheduler_keeps_state_and_logs_under_var_luigid(tmp_path: Path) -> None:
+def test_make_scheduler_keeps_state_logs_and_history_under_var_luigid(tmp_path: Path) -> None:
     with running_luigid(tmp_path) as luigid:
         assert luigid.api("task_list", status="DONE") == {}
         with urllib.request.urlopen(f"{luigid.base_url}{scheduler.VISUALISER_PATH}", timeout=10) as page:
             assert b"Luigi Task Status" in page.read()
+        with urllib.request.urlopen(f"{luigid.base_url}/history", timeout=10) as page:
+            assert b"Luigi Task History" in page.read()
         luigid.stop()
         assert luigid.process.returncode == 0
 
     assert (tmp_path / "var/luigid/state.pickle").is_file()
     assert "Scheduler starting up" in (tmp_path / "var/luigid/log/luigi-server.log").read_text()
+    assert (tmp_path / "var/luigid/task-history.db").is_file()
+
+
+def test_the_task_history_keeps_every_task_of_the_run(scheduled_run: ScheduledRun) -> None:
+    history = scheduled_run.luigid.root / "var/luigid/task-history.db"
+    with sqlite3.connect(history) as connection:
+        recorded = connection.execute(
+            "SELECT tasks.task_id, task_events.event_name FROM tasks JOIN task_events "
+            "ON task_events.task_id = tasks.id"
+        ).fetchall()
+    events: dict[str, set[str]] = {}
+    for task_id, event in recorded:
+        events.setdefault(task_id, set()).add(event)
+    assert set(scheduled_run.expected) <= set(events), set(scheduled_run.expected) - set(events)
+    for task_id in scheduled_run.expected:
+        assert {"PENDING", "RUNNING", "DONE"} <= events[task_id], (task_id, events[task_id])
+
+
+def history_rows(dom: str) -> list[tuple[str, str, str, dict[str, str]]]:
+    """(record id, task family, last status, parameters) per row of luigid's Task History table."""
+    from bs4 import BeautifulSoup
+
+    table = BeautifulSoup(dom, "html.parser").find("h2", string="Luigi Task History").find_next("table")
+    rows = []
+    for row in table.find("tbody").find_all("tr", recursive=False):
+        name, _host, _last, status, parameters = row.find_all("td", recursive=False)
+        link = name.find("a")
+        values = dict(
+            tuple(cell.get_text() for cell in pair.find_all("td")) for pair in parameters.find_all("tr")
+        )
+        rows.append((link["href"].rsplit("/", 1)[-1], link.get_text(), status.get_text(), values))
+    return rows
+
+
+def test_the_history_page_lists_the_days_tasks_in_chromium(
+    chromium: str, scheduled_run: ScheduledRun, tmp_path: Path
+) -> None:
+    """luigid's /history (its Task History page), rendered in headless Chromium: the day's tasks, done."""
+    dom = render(chromium, tmp_path / "profile", f"{scheduled_run.luigid.base_url}/history", "--dump-dom")
+
+    assert "Luigi Task History" in dom
+    rows = history_rows(dom)
+    day_rows = {name: status for _id, name, status, parameters in rows if parameters.get("date") == str(DAY)}
+    families = {task.get_task_family() for task in scheduled_run.expected.values()}
+    assert families <= set(day_rows), (families - set(day_rows), dom[-3000:])
+    assert {day_rows[family] for family in families} == {"DONE"}
+    # each row links to that run's page, which luigid serves
+    merge_id = next(record for record, name, _status, parameters in rows if name == "MergeDay")
+    with urllib.request.urlopen(
+        f"{scheduled_run.luigid.base_url}/history/by_id/{merge_id}", timeout=10
+    ) as page:
+        assert b"MergeDay" in page.read()
 
 
 def test_local_scheduler_flag_bypasses_a_running_luigid(scheduled_run: ScheduledRun) -> None:

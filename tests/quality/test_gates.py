@@ -347,3 +347,120 @@ def test_accept_row_drop_on_the_command_line_reaches_every_gate() -> None:
     gates = merge.requires()
     assert isinstance(gates["crm"], ValidateCrm) and isinstance(gates["usage"], ValidateProductUsage)
     assert gates["crm"].accept_row_drop and gates["usage"].accept_row_drop
+
+
+def test_row_drop_baseline_on_the_command_line_reaches_every_gate() -> None:
+    import luigi.task
+    from luigi.cmdline_parser import CmdlineParser
+
+    argv = ["RunDaily", "--date", "2026-11-20", "--validation-row-drop-baseline", "same_weekday"]
+    with CmdlineParser.global_instance(argv) as parser:
+        task = parser.get_task_obj()
+        merge = next(t for t in luigi.task.flatten(task.requires()) if isinstance(t, MergeDay))
+        gates = merge.requires()
+        for gate in (merge, gates["crm"], gates["usage"]):
+            assert gate.validation_settings()["row_drop_baseline"] == "same_weekday"
+
+
+# -- row-drop baselines: the message names the days compared ---------------------------------------------
+
+WEDNESDAY = dt.date(2026, 11, 25)
+
+
+def test_a_drop_against_the_same_weekday_names_that_day(engine: sa.Engine, tmp_path: Path) -> None:
+    load_day(
+        engine, WEDNESDAY - dt.timedelta(weeks=1), companies(20), [(f"C{i:06d}", 1, 1) for i in range(1, 21)]
+    )
+    load_day(
+        engine, WEDNESDAY - dt.timedelta(days=1), companies(20), [(f"C{i:06d}", 1, 1) for i in range(1, 9)]
+    )
+    stage(engine, WEDNESDAY, companies(20), [(f"C{i:06d}", 1, 1) for i in range(1, 11)])
+    # against the day before (8 rows) 10 rows is a rise; against last Wednesday (20) a 50% drop
+    gates.validate_product_usage(engine, WEDNESDAY, tmp_path, landing_id="L1")
+    with pytest.raises(DataValidationError) as caught:
+        gates.validate_product_usage(
+            engine, WEDNESDAY, tmp_path, landing_id="L1", row_drop_baseline="same_weekday"
+        )
+    assert str(caught.value).splitlines()[1] == (
+        "  - table [product_usage.row_drop] row count 10 is 50.0% below 20 on 2026-11-18 (the same weekday, "
+        "a Wednesday, a week before; row_drop_baseline = same_weekday); the allowed drop is 10% "
+        "(at least 18 rows)"
+    )
+    results = store.read_results(tmp_path, WEDNESDAY, "product_usage")
+    assert (results["baseline"], results["baseline_days"]) == ("same_weekday", ["2026-11-18"])
+    with engine.connect() as connection:
+        [record] = [
+            r for r in gates.recorded_validations(connection, WEDNESDAY) if r["dataset"] == "product_usage"
+        ]
+    assert (str(record["previous_date"]), record["previous_row_count"]) == ("2026-11-18", 20)
+
+
+def test_a_drop_against_the_trailing_median_lists_its_days(engine: sa.Engine, tmp_path: Path) -> None:
+    for back, count in zip(range(3, 0, -1), (12, 30, 11), strict=True):
+        load_day(
+            engine,
+            WEDNESDAY - dt.timedelta(days=back),
+            companies(20),
+            [(f"C{i:06d}", 1, 1) for i in range(1, count + 1)],
+        )
+    stage(engine, WEDNESDAY, companies(20), [(f"C{i:06d}", 1, 1) for i in range(1, 10)])
+    with pytest.raises(DataValidationError) as caught:
+        gates.validate_product_usage(
+            engine, WEDNESDAY, tmp_path, landing_id="L1", row_drop_baseline="trailing_median"
+        )
+    assert str(caught.value).splitlines()[1] == (
+        "  - table [product_usage.row_drop] row count 9 is 25.0% below 12 (the median of the 3 loaded days "
+        "before 2026-11-25: 2026-11-22, 2026-11-23, 2026-11-24; row_drop_baseline = trailing_median); "
+        "the allowed drop is 10% (at least 11 rows)"
+    )
+
+
+def test_without_a_loaded_same_weekday_the_check_passes_and_says_so(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    load_day(engine, WEDNESDAY - dt.timedelta(days=1), companies(20), [])
+    stage(engine, WEDNESDAY, companies(5), [])
+    outcome = gates.validate_crm(
+        engine, WEDNESDAY, tmp_path, landing_id="L1", row_drop_baseline="same_weekday"
+    )
+    assert outcome.success and outcome.previous_row_count is None and outcome.min_row_count == 0
+    row_drop = next(check for check in outcome.checks if check.check == "crm.row_drop")
+    assert outcome.describe(row_drop) == (
+        "table [crm.row_drop] row count 5; no loaded Wednesday in the 4 weeks before 2026-11-25 (2026-11-18, "
+        "2026-11-11, 2026-11-04, 2026-10-28) to compare with (row_drop_baseline = same_weekday): the check "
+        "passes without a baseline"
+    )
+
+
+def _halve_crm_file(world, day: dt.date) -> None:
+    import csv
+
+    path = world.crm_dir / f"crm_{day.isoformat()}.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows[: 1 + (len(rows) - 1) // 2])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_luigi_run_compares_with_the_configured_baseline(world) -> None:
+    """A CRM export that is small every Wednesday: previous_day fails the second Wednesday, same_weekday
+    (set in the config, as an operator would) passes it."""
+    from conftest import luigi_settings
+
+    first_wednesday, tuesday, wednesday = (
+        WEDNESDAY - dt.timedelta(weeks=1),
+        WEDNESDAY - dt.timedelta(days=1),
+        WEDNESDAY,
+    )
+    world.write_crm(first_wednesday, wednesday)
+    _halve_crm_file(world, first_wednesday)
+    _halve_crm_file(world, wednesday)
+    assert world.run(MergeDay(date=first_wednesday), MergeDay(date=tuesday))
+    assert not world.run(MergeDay(date=wednesday))  # previous_day: half of Tuesday's companies
+    crm = store.read_results(world.data_dir, wednesday, "crm")
+    assert not crm["success"] and crm["baseline_days"] == [tuesday.isoformat()]
+    with luigi_settings({"validation": {"row_drop_baseline": "same_weekday"}}):
+        assert world.run(MergeDay(date=wednesday))
+    crm = store.read_results(world.data_dir, wednesday, "crm")
+    assert crm["success"] and (crm["baseline"], crm["baseline_days"]) == ("same_weekday", ["2026-11-18"])

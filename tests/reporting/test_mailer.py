@@ -8,6 +8,8 @@ through the Luigi graph: one mail per day, none on a re-run, a correction after 
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import re
 import shutil
 from email.message import EmailMessage
@@ -69,11 +71,7 @@ def test_the_report_arrives_over_smtp(rendered: Rendered, tmp_path: Path) -> Non
     assert entry["status"] == "sent" and not entry["correction"]
     assert envelope_from == SENDER and envelope_to == RECIPIENTS
     assert message["To"] == ", ".join(RECIPIENTS) and message["From"] == SENDER
-    # (a folded header parses with a leading space in Python: the same value once unfolded, RFC 5322)
-    assert (
-        message["Subject"].strip()
-        == "Daily churn report 2026-09-10: 2 companies at churn risk (no change vs D-1)"
-    )
+    assert message["Subject"] == "Daily churn report 2026-09-10: 2 companies at churn risk (no change vs D-1)"
     charts = rendered.manifest["files"]["charts"]
     assert structure(message) == [
         "multipart/alternative",
@@ -166,7 +164,7 @@ def test_an_old_day_is_not_mailed_but_its_correction_is(sqlite_report: Rendered,
         messages = sink.wait_for(2)
     assert [entry["status"] for entry in (old, first, corrected)] == ["not_sent", "sent", "sent"]
     assert corrected["correction"] and len(messages) == 2
-    assert messages[1]["Subject"].strip().startswith("Correction: Daily churn report 2026-09-10")
+    assert messages[1]["Subject"].startswith("Correction: Daily churn report 2026-09-10")
     assert messages[1]["In-Reply-To"].strip() == first["message_id"]
     assert "Correction." in messages[1].get_body(("html",)).get_content()
     assert messages[1].get_body(("plain",)).get_content().count("CORRECTION") == 1
@@ -177,6 +175,52 @@ def test_recipients_are_checked() -> None:
     assert mailer.parse_recipients("") == []
     with pytest.raises(mailer.MailError, match="not e-mail addresses"):
         mailer.parse_recipients("a@x.test, nobody")
+    with pytest.raises(mailer.MailError, match=r"\['a@x.test b@y.test'\].*separate addresses with commas"):
+        mailer.parse_recipients("a@x.test b@y.test")
+
+
+def test_recipients_may_have_display_names() -> None:
+    parsed = mailer.parse_recipients('Jane Doe <jane@example.com>, ops@x.org; "Doe, John" <john@x.org>')
+    assert parsed == ["Jane Doe <jane@example.com>", "ops@x.org", '"Doe, John" <john@x.org>']
+    assert mailer.envelope_addresses(parsed) == ["jane@example.com", "ops@x.org", "john@x.org"]
+
+
+def test_named_recipients_get_the_report_with_bare_envelope_addresses(rendered: Rendered, tmp_path) -> None:
+    data_dir = copy_report(rendered, tmp_path)
+    recipients = mailer.parse_recipients("Jane Doe <jane@example.com>, ops@x.org")
+    with SmtpSink() as sink:
+        entry = deliver(data_dir, sink, recipients=recipients)
+        [message] = sink.wait_for(1)
+    assert entry["status"] == "sent"
+    assert sink.messages[0][2] == ["jane@example.com", "ops@x.org"]  # RCPT TO: the bare addresses
+    assert message["To"] == "Jane Doe <jane@example.com>, ops@x.org"
+    assert [str(address) for address in message["To"].addresses] == recipients
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # 70 to 77 characters: Python's own folder moves these whole to a continuation line
+        "Daily churn report 2026-09-10: 2 companies at churn risk (no change vs D-1)",
+        "Correction: Daily churn report 2026-09-10: 12,345 companies at churn risk (+1,234 vs D-1)",
+        "Daily churn report 2026-09-10: churn risk not known yet (too little history)",
+    ],
+)
+def test_a_long_subject_is_folded_at_a_space_and_reads_back_unchanged(text: str, rendered: Rendered) -> None:
+    message = mailer.build_message(
+        mailer.load_rendered(rendered.data_dir, DAY), sender=SENDER, recipients=RECIPIENTS[:1]
+    )
+    message.replace_header("Subject", text)
+    raw = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    header_block = raw.split(b"\r\n\r\n", 1)[0]
+    subject_lines = (
+        re.search(rb"^Subject:.*?(?=\r\n[^ \t])", header_block, re.M | re.S).group(0).split(b"\r\n")
+    )
+    assert subject_lines[0] != b"Subject:"  # never an empty first line
+    assert all(len(line) <= 78 for line in subject_lines)
+    assert all(line.startswith(b" ") for line in subject_lines[1:])  # folded before a space
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == text  # no leading space, nothing lost
 
 
 # -- through the Luigi graph ------------------------------------------------------------------------------
@@ -201,9 +245,9 @@ def test_run_daily_mails_once_and_a_correction_after_refresh(world: PipelineWorl
             assert world.run(RunDaily(date=day, refresh=True))
             messages = sink.wait_for(2)
     assert len(messages) == 2
-    assert first["Subject"].strip().startswith("Daily churn report 2026-10-01: churn risk not known yet")
+    assert first["Subject"].startswith("Daily churn report 2026-10-01: churn risk not known yet")
     correction = messages[1]
-    assert correction["Subject"].strip().startswith("Correction: Daily churn report 2026-10-01")
+    assert correction["Subject"].startswith("Correction: Daily churn report 2026-10-01")
     assert correction["In-Reply-To"].strip() == first["Message-ID"].strip()
     html_body = correction.get_body(("html",)).get_content()
     assert "Correction." in html_body and "was loaded again" in html_body

@@ -152,6 +152,15 @@ def test_the_html_is_self_contained_without_code_or_parameters(rendered: Rendere
     assert "Data quality" in page and "Newly at risk" in page and "Recovered" in page
 
 
+def test_the_report_links_the_data_quality_history(rendered: Rendered) -> None:
+    [href] = re.findall(r'<a href="([^"]*)"[^>]*>the data-quality history</a>', rendered.html)
+    index = (rendered.data_dir / "validation" / "index.html").resolve()
+    assert href == "../../validation/index.html"
+    assert (rendered.directory / href).resolve() == index
+    # the e-mail names the file too: a mail client does not follow a relative link
+    assert str(index) in rendered.email_html
+
+
 def test_the_email_body_is_mail_safe(rendered: Rendered) -> None:
     body = rendered.email_html
     assert len(body.encode()) < 100_000

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -327,6 +328,87 @@ def test_http_snapshot_lands_and_its_query_string_is_never_shown(
     location = f"{base}/missing/crm_{DAY.isoformat()}.csv"
     assert str(caught.value) == f"{location}: CRM snapshot for {DAY.isoformat()} not found at {location}"
     assert "Zm9vYmFy" not in _full_text(caught.value) + caplog.text
+
+
+class ScriptedCsvServer:
+    """An HTTP server on loopback answering GETs with ``replies`` in order (status, headers), then 200 and
+    ``body`` for good; records when each request arrived."""
+
+    def __init__(self, body: bytes, replies: list[tuple[int, dict[str, str]]]) -> None:
+        self.body, self.replies, self.times = body, list(replies), []
+        scripted = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                scripted.times.append(time.monotonic())
+                status, headers = scripted.replies.pop(0) if scripted.replies else (200, {})
+                data = scripted.body if status == 200 else f"status {status}".encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def template(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/exports/crm_{{date}}.csv?sig=SECRETSIG"
+
+    def __enter__(self) -> ScriptedCsvServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def test_http_download_is_retried_after_a_502(tmp_path: Path, crm_bytes: bytes) -> None:
+    with ScriptedCsvServer(crm_bytes, [(502, {})]) as server:
+        manifest = crm_location.land_snapshot(server.template(), tmp_path / "data", DAY)
+    assert len(server.times) == 2
+    assert manifest["bytes"] == len(crm_bytes)
+    assert (
+        landing.day_dir(tmp_path / "data", datasets.CRM, DAY) / manifest["file"]
+    ).read_bytes() == crm_bytes
+
+
+def test_http_download_waits_as_long_as_retry_after_says(tmp_path: Path, crm_bytes: bytes) -> None:
+    # backoff 0.01 s: the one-second wait can only come from Retry-After
+    retry = crm_location.HttpRetry(attempts=3, backoff_seconds=0.01)
+    with ScriptedCsvServer(crm_bytes, [(429, {"Retry-After": "1"})]) as server:
+        manifest = crm_location.land_snapshot(server.template(), tmp_path / "data", DAY, http_retry=retry)
+    first, second = server.times
+    assert 0.95 <= second - first <= 3
+    assert manifest["sha256"] == files.sha256_bytes(crm_bytes)
+
+
+def test_http_download_gives_up_after_its_attempts_with_the_last_status(
+    tmp_path: Path, crm_bytes: bytes
+) -> None:
+    retry = crm_location.HttpRetry(attempts=3, backoff_seconds=0.01)
+    with (
+        ScriptedCsvServer(crm_bytes, [(503, {})] * 5) as server,
+        pytest.raises(crm_snapshot.CrmSnapshotError) as caught,
+    ):
+        crm_location.land_snapshot(server.template(), tmp_path / "data", DAY, http_retry=retry)
+    assert len(server.times) == 3
+    message = str(caught.value)
+    assert "download failed after 3 attempts: the server still answered HTTP 503" in message
+    assert "SECRETSIG" not in _full_text(caught.value)
+    assert _landed_files(tmp_path / "data") == []
+
+
+def test_http_404_is_not_retried(tmp_path: Path, crm_bytes: bytes) -> None:
+    with ScriptedCsvServer(crm_bytes, [(404, {})]) as server, pytest.raises(crm_snapshot.CrmSnapshotNotFound):
+        crm_location.land_snapshot(server.template(), tmp_path / "data", DAY)
+    assert len(server.times) == 1
 
 
 def test_secrets_are_scrubbed_from_sdk_messages(monkeypatch: pytest.MonkeyPatch) -> None:
