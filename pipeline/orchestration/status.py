@@ -45,6 +45,7 @@ from pipeline.orchestration import task_times
 from pipeline.quality import store
 from pipeline.reporting import mailer, notebook
 from pipeline.reporting.data import data_version
+from pipeline.warehouse import corrections
 from pipeline.warehouse.engine import read_only_engine, table_exists
 from pipeline.warehouse.sql import WarehouseError, run_sql
 
@@ -78,6 +79,8 @@ class DayStatus:
     report: dict[str, Any] = field(default_factory=dict)
     task_seconds: float | None = None
     tasks: dict[str, float] = field(default_factory=dict)
+    # The latest recorded correction of the day (what a re-merge changed), as DayCorrection.as_json().
+    correction: dict[str, Any] | None = None
 
     @property
     def failed_gate(self) -> bool:
@@ -177,7 +180,14 @@ def collect_status(
 
 
 def _read_warehouse(database_url: str, first: dt.date, last: dt.date) -> dict[str, Any]:
-    facts: dict[str, Any] = {"loaded": {}, "validations": {}, "churn": {}, "versions": {}, "newest": None}
+    facts: dict[str, Any] = {
+        "loaded": {},
+        "validations": {},
+        "churn": {},
+        "versions": {},
+        "corrections": {},
+        "newest": None,
+    }
     try:
         engine = read_only_engine(database_url)
     except (WarehouseError, sa.exc.ArgumentError) as error:
@@ -206,6 +216,11 @@ def _read_warehouse(database_url: str, first: dt.date, last: dt.date) -> dict[st
                         )
                     for day in facts["loaded"]:
                         facts["versions"][day] = data_version(connection, day)
+            if table_exists(connection, "analytics", "day_corrections"):
+                for day in facts["loaded"]:
+                    correction = corrections.latest_correction(connection, day)
+                    if correction is not None:
+                        facts["corrections"][day] = correction.as_json()
             if table_exists(connection, "analytics", "day_validations"):
                 for row in run_sql(
                     connection, "quality/select_day_validations_in_range", first_date=first, last_date=last
@@ -244,6 +259,7 @@ def _day_status(day: dt.date, facts: dict[str, Any], data_dir: Path) -> DayStatu
         status.churn_risk_known = unknown == 0
         status.churn_risk = at_risk if unknown == 0 else None
     status.report = _report_state(data_dir, day, facts["versions"].get(day))
+    status.correction = facts["corrections"].get(day)
     recorded = task_times.read(data_dir, day)
     status.tasks = {family: float(document["seconds"]) for family, document in recorded.items()}
     status.task_seconds = round(sum(status.tasks.values()), 3) if status.tasks else None
@@ -372,7 +388,7 @@ def to_json(status: Status) -> dict[str, Any]:
 
 _HEADER = (
     "date", "loaded", "crm", "usage", "output", "orphans", "crm check", "usage check", "output check",
-    "at risk", "report", "tasks", "landings (crm / usage)",
+    "at risk", "report", "last correction", "tasks", "landings (crm / usage)",
 )  # fmt: skip
 _RIGHT_ALIGNED = {"crm", "usage", "output", "orphans", "at risk", "tasks"}
 
@@ -390,6 +406,7 @@ def render_table(status: Status) -> str:
                 *(_verdict(day.validations.get(dataset)) for dataset in DATASETS),
                 str(day.churn_risk) if day.churn_risk is not None else ("?" if day.loaded else "-"),
                 _report(day.report),
+                _correction(day.correction),
                 f"{day.task_seconds:.1f}s" if day.task_seconds is not None else "-",
                 f"{day.landing_ids['crm']} / {day.landing_ids['usage']}" if day.landing_ids else "-",
             ]
@@ -438,6 +455,16 @@ def _verdict(verdict: dict[str, Any] | None) -> str:
     if verdict["warnings"]:
         text += f" {verdict['warnings']}w"
     return text
+
+
+def _correction(correction: dict[str, Any] | None) -> str:
+    """E.g. '2026-11-20: +1 -0 ~340 rows' (the merge that changed the day, rows added, removed, changed)."""
+    if not correction:
+        return "-"
+    return (
+        f"{correction['merged_date']}: +{correction['rows_added']} -{correction['rows_removed']} "
+        f"~{correction['rows_changed']} rows"
+    )
 
 
 def _report(report: dict[str, Any]) -> str:

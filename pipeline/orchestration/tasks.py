@@ -54,7 +54,7 @@ from pipeline.quality import gates
 from pipeline.reporting import mailer, notebook
 from pipeline.sources import crm_location, crm_snapshot, landing, usage_landing
 from pipeline.sources.product_api import ApiSettings, ProductApiClient
-from pipeline.warehouse import merge, staging
+from pipeline.warehouse import corrections, merge, staging
 from pipeline.warehouse.engine import open_warehouse
 
 log = logging.getLogger("pipeline")
@@ -371,6 +371,8 @@ class SendReport(GatedDayTask):
         self.progress(
             f"mailing the report to {len(recipients)} recipient(s)" if recipients else "not mailing"
         )
+        with open_warehouse(self.database_url).connect() as connection:
+            changes = corrections.latest_correction(connection, self.date)
         entry = mailer.deliver(
             self.data_dir,
             self.date,
@@ -379,6 +381,7 @@ class SendReport(GatedDayTask):
             settings=mailer.SmtpSettings(**smtp_settings()) if recipients else None,
             max_age_days=config.max_age_days,
             today=today_utc(),
+            changes=changes,
         )
         self.progress(entry.get("subject") or f"not sent: {entry.get('reason')}", 100)
         self.log_done(started, status=entry["status"], correction=entry.get("correction", False))

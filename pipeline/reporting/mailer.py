@@ -41,6 +41,7 @@ from typing import Any
 
 from pipeline import files
 from pipeline.reporting import html_blocks, notebook, rendering
+from pipeline.warehouse.corrections import DayCorrection
 
 log = logging.getLogger("pipeline.report")
 
@@ -121,10 +122,33 @@ def load_rendered(data_dir: Path | str, day: dt.date) -> RenderedReport:
 
 @dataclass(frozen=True)
 class Correction:
-    """The earlier mail a corrected report replaces."""
+    """The earlier mail a corrected report replaces, and what the re-merge changed on the day since
+    (None: no value of the day changed; the day was only loaded again)."""
 
     sent_at: str
     message_id: str
+    changes: DayCorrection | None = None
+
+
+def what_changed(correction: Correction) -> list[str]:
+    """The "What changed" lines of a correction: the headline numbers before and after, then the rows."""
+    changes = correction.changes
+    if changes is None:
+        return ["No value of this day changed: it was loaded again with the same data."]
+    merged = f"{changes.merged_date.isoformat()}, {changes.corrected_at:%Y-%m-%d %H:%M} UTC"
+    lines = [f"What changed (merge of {merged}):"]
+    for label, (before, after) in (
+        ("companies", changes.companies),
+        ("active users", changes.active_users),
+        ("companies at churn risk", changes.churn_risk),
+    ):
+        lines.append(f"  {label:<24} {before:>12,} -> {after:>12,} ({after - before:+,})")
+    columns = ", ".join(f"{column} {count:,}" for column, count in sorted(changes.changed_columns.items()))
+    lines.append(
+        f"  rows: {changes.rows_added:,} added, {changes.rows_removed:,} removed, "
+        f"{changes.rows_changed:,} changed" + (f" ({columns})" if columns else "")
+    )
+    return lines
 
 
 def _metric(summary: dict[str, Any], key: str) -> dict[str, Any]:
@@ -167,6 +191,7 @@ def plain_text(rendered: RenderedReport, correction: Correction | None = None) -
         lines += [
             f"CORRECTION: this report replaces the one sent at {correction.sent_at}: the data of "
             f"{summary['date']} was loaded again since.",
+            *what_changed(correction),
             "",
         ]
     lines += [f"{note}" for note in summary["history_notes"]]
@@ -214,7 +239,12 @@ def correction_banner(correction: Correction, day: str) -> str:
         f'border-radius:4px;padding:8px 12px;margin:0 0 12px;font-size:14px">'
         f"<strong>Correction.</strong> This report replaces the one sent at "
         f"{html_blocks.esc(correction.sent_at)}: the data of {html_blocks.esc(day)} was loaded again since."
-        "</div>"
+        + "".join(
+            f'<div style="white-space:pre;font-family:monospace;font-size:12px;margin-top:4px">'
+            f"{html_blocks.esc(line)}</div>"
+            for line in what_changed(correction)
+        )
+        + "</div>"
     )
 
 
@@ -362,6 +392,17 @@ def envelope_addresses(recipients: list[str]) -> list[str]:
     return [addr for _name, addr in getaddresses(recipients)]
 
 
+def _recorded_after(changes: DayCorrection | None, sent_at: str | None) -> bool:
+    """Whether ``changes`` were made after the mail sent at ``sent_at`` (ISO, with offset)."""
+    if changes is None:
+        return False
+    try:
+        sent = dt.datetime.fromisoformat(sent_at or "").astimezone(dt.UTC).replace(tzinfo=None)
+    except ValueError:
+        return True  # an unreadable record of the earlier mail: say what the latest change was
+    return changes.corrected_at >= sent.replace(microsecond=0)
+
+
 def deliver(
     data_dir: Path | str,
     day: dt.date,
@@ -371,18 +412,24 @@ def deliver(
     settings: SmtpSettings | None,
     max_age_days: int = -1,
     today: dt.date | None = None,
+    changes: DayCorrection | None = None,
 ) -> dict[str, Any]:
     """Mail the rendered report of ``day`` unless that is not wanted; record the decision either way.
 
     Not sent: no recipients configured, or a first report of a day older than ``max_age_days`` (a
     backfill; a negative value means no limit). A correction is always sent once a report of the day
-    was mailed before, since its readers have the wrong numbers.
+    was mailed before, since its readers have the wrong numbers; ``changes`` (the day's latest recorded
+    correction, ``pipeline.warehouse.corrections``) is its "What changed" section.
     """
     rendered = load_rendered(data_dir, day)
     mailed = [entry for entry in send_history(data_dir, day) if entry.get("status") == SENT]
     previous = mailed[-1] if mailed else None
     correction = (
-        Correction(previous.get("sent_at", "?"), previous.get("message_id", ""))
+        Correction(
+            previous.get("sent_at", "?"),
+            previous.get("message_id", ""),
+            changes if _recorded_after(changes, previous.get("sent_at")) else None,
+        )
         if previous and previous.get("data_version") != rendered.data_version
         else None
     )
@@ -410,6 +457,7 @@ def deliver(
             recipients=recipients,
             refused=sorted(refused),
             correction=correction is not None,
+            changes=correction.changes.as_json() if correction and correction.changes else None,
         )
         if refused:
             log.warning("the SMTP server refused some recipients of the report of %s: %s", day, refused)

@@ -24,8 +24,9 @@ from sqlalchemy.engine import Connection, Engine
 from pipeline.clock import as_date, utc_now
 from pipeline.datasets import CRM, USAGE
 from pipeline.faultpoints import fault_point
+from pipeline.warehouse.corrections import DayCorrection, keep_rows_before_merge, record_changes
 from pipeline.warehouse.engine import lock_warehouse_for_writing
-from pipeline.warehouse.ledger import staged_load
+from pipeline.warehouse.ledger import loaded_day, staged_load
 from pipeline.warehouse.sql import is_postgres, run_sql
 
 WINDOW_DAYS = 7
@@ -45,6 +46,8 @@ class MergeResult:
     orphan_rows: int
     output_rows: int
     recomputed_days: tuple[dt.date, ...]
+    # What this merge changed on D .. D+6 when D was loaded before (a refresh); empty for a first load.
+    corrections: tuple[DayCorrection, ...] = ()
 
 
 def merge_day(
@@ -89,6 +92,10 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
     assert crm_load is not None  # the snapshot date came from stg.loads
     crm_rows, usage_rows = int(crm_load["row_count"]), int(usage_load["row_count"])
 
+    last_affected = activity_date + (WINDOW_DAYS - 1) * DAY
+    reloading = loaded_day(connection, activity_date) is not None
+    if reloading:
+        keep_rows_before_merge(connection, activity_date, last_affected)
     run_sql(connection, "marts/delete_company_daily_activity_day", activity_date=activity_date)
     fault_point("merge:deleted")
     run_sql(
@@ -123,6 +130,9 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
     )
     following = recompute_following_days(connection, activity_date, loaded_at)
     recomputed = (activity_date, *following)
+    corrections: tuple[DayCorrection, ...] = ()
+    if reloading:
+        corrections = record_changes(connection, activity_date, activity_date, last_affected, loaded_at)
     fault_point("merge:recomputed")
     return MergeResult(
         activity_date=activity_date,
@@ -132,6 +142,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
         orphan_rows=orphan_rows,
         output_rows=output_rows,
         recomputed_days=recomputed,
+        corrections=corrections,
     )
 
 

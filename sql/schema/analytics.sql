@@ -29,3 +29,23 @@ CREATE TABLE IF NOT EXISTS analytics.loaded_days (
     usage_landing_id  VARCHAR(64) NOT NULL,
     loaded_at         TIMESTAMP NOT NULL
 );
+
+-- What a re-merge of a loaded day changed (a --refresh, a late correction), written in the merge's own
+-- transaction: one row per affected day of D .. D+6 that changed, for the correction mail and status.
+-- changed_columns is JSON: {"column": rows whose value changed, ...}.
+CREATE TABLE IF NOT EXISTS analytics.day_corrections (
+    activity_date       DATE          NOT NULL,
+    merged_date         DATE          NOT NULL,
+    corrected_at        TIMESTAMP     NOT NULL,
+    rows_added          INTEGER       NOT NULL,
+    rows_removed        INTEGER       NOT NULL,
+    rows_changed        INTEGER       NOT NULL,
+    changed_columns     VARCHAR(2048) NOT NULL,
+    companies_before    INTEGER       NOT NULL,
+    companies_after     INTEGER       NOT NULL,
+    active_users_before INTEGER       NOT NULL,
+    active_users_after  INTEGER       NOT NULL,
+    churn_risk_before   INTEGER       NOT NULL,
+    churn_risk_after    INTEGER       NOT NULL,
+    PRIMARY KEY (activity_date, corrected_at, merged_date)
+);

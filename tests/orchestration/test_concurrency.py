@@ -339,3 +339,53 @@ def test_staging_and_merge_take_the_warehouse_write_lock_first(engine: sa.Engine
     staging.stage_usage(engine, START, [("C1", 1, 2)], "test", "l1")
     merge.merge_day(engine, START)
     assert taken == ["lock", "lock", "lock"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_two_worker_processes_share_a_10_day_backfill_through_one_luigid(
+    world: PipelineWorld, usage_api, luigid: int
+) -> None:
+    """Luigi's own distribution (docs/scaling.md): two `luigi` processes, as on two hosts, one luigid and
+    one PostgreSQL. luigid hands each task to one of them: every day is loaded once, no work is done
+    twice, and the table is what one worker gives."""
+    days = [START + dt.timedelta(days=offset) for offset in range(10)]
+    world.write_crm(days[0], days[-1])
+    del world.settings["core"]["local_scheduler"]
+    world.write_config()
+    served = usage_api.stats()["pages_served"]
+    command = luigi_command(
+        "RangeDaily",
+        "--of",
+        "RunDaily",
+        "--start",
+        days[0].isoformat(),
+        "--stop",
+        (days[-1] + dt.timedelta(days=1)).isoformat(),
+        "--days-back",
+        "36500",
+        "--report-enabled",
+        "false",
+        "--scheduler-host",
+        "127.0.0.1",
+        "--scheduler-port",
+        str(luigid),
+    )
+
+    results = run_at_once(world, command, command, timeout=400)
+
+    for code, stderr in results:
+        assert code in (0, NOT_RUN), stderr[-4000:]
+        assert not re.search(r"^\* \d+ failed", stderr, re.M), stderr[-4000:]
+    assert table_rows(world.engine) == expected_table(days)
+    check_no_duplicates(world)
+    check_one_landing_each(world)
+    counts = done_counts([stderr for _, stderr in results])
+    assert {task: counts[task] for task in DAY_TASKS} == dict.fromkeys(DAY_TASKS, 10), counts
+    per_process = [done_counts([stderr]) for _, stderr in results]
+    assert all(sum(count.values()) > 0 for count in per_process), "one process did all the work"
+    pages = sum(
+        json.loads((world.data_dir / f"raw/product_usage/date={day}/manifest.json").read_text())["page_count"]
+        for day in days
+    )
+    assert usage_api.stats()["pages_served"] - served == pages, "a page was fetched twice"

@@ -270,3 +270,23 @@ def test_a_wrong_command_line_exits_2(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, arguments
         assert "usage: python -m pipeline status" in result.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_status_shows_what_the_latest_correction_of_a_day_changed(recent: PipelineWorld) -> None:
+    world = recent
+    day = yesterday_utc()
+    with luigi_settings({"report": {"enabled": "false"}}):
+        assert world.run(RunDaily(date=day))
+        snapshot = world.crm_dir / f"crm_{day.isoformat()}.csv"
+        with snapshot.open("a", encoding="utf-8") as handle:
+            handle.write("C9999999,Late Arrival GmbH,DE,software,\n")
+        assert world.run(RunDaily(date=day, refresh=True))
+
+    report = json.loads(run_status(world, "--json", "--days", "1").stdout)
+    correction = report["days"][-1]["correction"]
+    assert correction["merged_date"] == day.isoformat()
+    assert (correction["rows_added"], correction["rows_removed"], correction["rows_changed"]) == (1, 0, 0)
+    assert correction["companies"][1] == correction["companies"][0] + 1
+    table = run_status(world, "--days", "1").stdout
+    assert f"{day.isoformat()}: +1 -0 ~0 rows" in table

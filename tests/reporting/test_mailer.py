@@ -251,7 +251,39 @@ def test_run_daily_mails_once_and_a_correction_after_refresh(world: PipelineWorl
     assert correction["In-Reply-To"].strip() == first["Message-ID"].strip()
     html_body = correction.get_body(("html",)).get_content()
     assert "Correction." in html_body and "was loaded again" in html_body
+    # The simulator and the CRM file give the same data again: the correction says it changes nothing.
+    assert "No value of this day changed" in correction.get_body(("plain",)).get_content()
     assert "Too little history for trends: 1 loaded day" in html_body
     history = mailer.send_history(world.data_dir, day)
     assert [entry["correction"] for entry in history] == [False, True]
     assert history[0]["data_version"] != history[1]["data_version"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_correction_mail_says_what_changed_and_status_shows_it(world: PipelineWorld) -> None:
+    day = dt.date(2026, 10, 1)
+    world.write_crm(day, day)
+    with SmtpSink() as sink:
+        settings = {
+            "report": {"enabled": "true", "recipients": RECIPIENTS[0], "max_age_days": "-1"},
+            "email": {"sender": SENDER},
+            "smtp": {"host": "127.0.0.1", "port": str(sink.port), "no_tls": "true"},
+        }
+        with luigi_settings(settings):
+            assert world.run(RunDaily(date=day))
+            sink.wait_for(1)
+            # The CRM sends a late snapshot with one more company (no usage yet): a real correction.
+            snapshot = world.crm_dir / f"crm_{day.isoformat()}.csv"
+            with snapshot.open("a", encoding="utf-8") as handle:
+                handle.write("C9999999,Late Arrival GmbH,DE,software,\n")
+            assert world.run(RunDaily(date=day, refresh=True))
+            messages = sink.wait_for(2)
+    text = messages[1].get_body(("plain",)).get_content()
+    assert "What changed (merge of 2026-10-01" in text
+    assert "1 added, 0 removed, 0 changed" in text
+    companies = next(line for line in text.splitlines() if line.strip().startswith("companies "))
+    assert companies.rstrip().endswith("(+1)")
+    html_body = messages[1].get_body(("html",)).get_content()
+    assert "What changed" in html_body and "1 added, 0 removed" in html_body
+    history = mailer.send_history(world.data_dir, day)
+    assert history[-1]["changes"]["rows_added"] == 1
