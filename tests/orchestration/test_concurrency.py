@@ -43,6 +43,13 @@ def luigi_command(*arguments: str) -> list[str]:
     return [str(Path(sys.executable).with_name("luigi")), "--module", "pipeline", *arguments]
 
 
+def backfill_arguments(days: list[dt.date]) -> list[str]:
+    """RangeDaily over ``days`` (consecutive), report off, however old they are."""
+    first, stop = days[0].isoformat(), (days[-1] + dt.timedelta(days=1)).isoformat()
+    arguments = ["RangeDaily", "--of", "RunDaily", "--start", first, "--stop", stop, "--days-back", "36500"]
+    return [*arguments, "--report-enabled", "false"]
+
+
 def run_at_once(
     world: PipelineWorld, *commands: list[str], hold: tuple[Path, ...] = (), timeout: float = 180
 ) -> list[tuple[int, str]]:
@@ -251,22 +258,7 @@ def test_a_30_day_backfill_with_two_workers_gives_the_one_worker_table(world: Pi
     world.write_crm(days[0], days[-1])
     started = time.monotonic()
 
-    result = world.run_cli(
-        "RangeDaily",
-        "--of",
-        "RunDaily",
-        "--start",
-        days[0].isoformat(),
-        "--stop",
-        (days[-1] + dt.timedelta(days=1)).isoformat(),
-        "--days-back",
-        "36500",
-        "--workers",
-        "2",
-        "--report-enabled",
-        "false",
-        timeout=400,  # a deadlock fails here
-    )
+    result = world.run_cli(*backfill_arguments(days), "--workers", "2", timeout=400)  # a deadlock fails here
 
     assert result.returncode == 0, result.stderr[-4000:]
     # The oracle is what one worker loading the days in order gives (tests/test_tasks.py).
@@ -355,21 +347,7 @@ def test_two_worker_processes_share_a_10_day_backfill_through_one_luigid(
     world.write_config()
     served = usage_api.stats()["pages_served"]
     command = luigi_command(
-        "RangeDaily",
-        "--of",
-        "RunDaily",
-        "--start",
-        days[0].isoformat(),
-        "--stop",
-        (days[-1] + dt.timedelta(days=1)).isoformat(),
-        "--days-back",
-        "36500",
-        "--report-enabled",
-        "false",
-        "--scheduler-host",
-        "127.0.0.1",
-        "--scheduler-port",
-        str(luigid),
+        *backfill_arguments(days), "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)
     )
 
     results = run_at_once(world, command, command, timeout=400)
