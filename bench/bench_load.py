@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from devtools.sample_data import CompanyUniverse, write_crm_csv
 from pipeline.sources import crm_location, crm_snapshot
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
+from pipeline.warehouse.engine import WarehouseSettings, create_engine, open_warehouse, postgres_url
 
 DAY = dt.date(2026, 11, 20)
 
@@ -40,7 +40,7 @@ def timed(label: str, results: dict[str, float], action: Callable[[], object]) -
 
 def our_load(database_url: str, csv_path: Path, usage_rows: list, work: Path) -> dict[str, float]:
     results: dict[str, float] = {}
-    engine = open_warehouse(database_url)
+    engine = open_warehouse(WarehouseSettings(database_url))
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
     template = str(csv_path.parent / "crm_{date}.csv")
     manifest = timed("land CRM file", results, lambda: crm_location.land_snapshot(template, data_dir, DAY))
@@ -131,7 +131,7 @@ def main() -> int:
                 args.postgres_url, database, csv_path
             )
         finally:
-            create_engine(pg_url).dispose()
+            create_engine(WarehouseSettings(pg_url)).dispose()
             with admin.connect() as connection:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             admin.dispose()

@@ -27,7 +27,7 @@ from devtools.sample_data import write_crm_snapshots
 from devtools.simulator import SimulatorConfig, serve
 from pipeline.clock import yesterday_utc
 from pipeline.config import PipelineConfig
-from pipeline.warehouse.engine import create_engine
+from pipeline.warehouse.engine import WarehouseSettings, create_engine
 from pipeline.warehouse.sql import run_sql
 
 DEMO_DIR = Path("var/demo")
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def print_summary(first: dt.date, last: dt.date, config_path: Path) -> None:
     config = PipelineConfig()
-    engine = create_engine(config.database_url)
+    engine = create_engine(WarehouseSettings(**config.warehouse_settings()))
     with engine.connect() as connection:
         loaded = run_sql(
             connection, "marts/select_loaded_days_summary", first_date=first, last_date=last

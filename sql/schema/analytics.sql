@@ -1,9 +1,9 @@
 -- The analytics mart and the record of which days it holds.
--- analytics.loaded_days is written in the same transaction as a day's rows: it is the merge's
+-- {analytics}.loaded_days is written in the same transaction as a day's rows: it is the merge's
 -- completion marker (with the landings it merged, so a re-staged source makes the day due again)
 -- and the "was this day loaded?" fact behind is_churn_risk being NULL.
 
-CREATE TABLE IF NOT EXISTS analytics.company_daily_activity (
+CREATE TABLE IF NOT EXISTS {analytics}.company_daily_activity (
     activity_date     DATE        NOT NULL,
     company_id        VARCHAR(64) NOT NULL,
     company_name      VARCHAR(512),
@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS analytics.company_daily_activity (
     PRIMARY KEY (activity_date, company_id)
 );
 
-CREATE TABLE IF NOT EXISTS analytics.loaded_days (
+CREATE TABLE IF NOT EXISTS {analytics}.loaded_days (
     activity_date     DATE      NOT NULL PRIMARY KEY,
     crm_snapshot_date DATE      NOT NULL,
     crm_rows          INTEGER   NOT NULL,

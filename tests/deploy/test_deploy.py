@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, PipelineWorld
+from conftest import PROJECT_ROOT, PipelineWorld, query
 
 from pipeline.orchestration.tasks import yesterday_utc
 from pipeline.warehouse.merge import as_date
@@ -91,7 +91,9 @@ def run_nightly(world: PipelineWorld, **extra_env: str) -> subprocess.CompletedP
 
 def loaded_days(world: PipelineWorld) -> list[dt.date]:
     with world.engine.connect() as connection:
-        rows = connection.exec_driver_sql("SELECT activity_date FROM analytics.loaded_days").all()
+        rows = connection.exec_driver_sql(
+            query(connection, "SELECT activity_date FROM {analytics}.loaded_days")
+        ).all()
     return sorted(as_date(row[0]) for row in rows)
 
 

@@ -140,7 +140,7 @@ def test_luigi_mails_the_failure_with_the_alert_summary(tmp_path: Path) -> None:
 # -- through the pipeline ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_failed_row_drop_check_alerts_with_the_checks_message(world: PipelineWorld, monkeypatch) -> None:
     first, second = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
     world.write_crm(first, second)
@@ -159,7 +159,7 @@ def test_a_failed_row_drop_check_alerts_with_the_checks_message(world: PipelineW
     assert "crm.row_drop" in crm_alert["error"] and "below" in crm_alert["error"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_failed_notebook_cell_fails_the_render_alerts_and_mails_no_report(
     world: PipelineWorld, tmp_path: Path, monkeypatch
 ) -> None:

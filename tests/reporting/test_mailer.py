@@ -182,7 +182,7 @@ def test_recipients_are_checked() -> None:
 # -- through the Luigi graph ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_run_daily_mails_once_and_a_correction_after_refresh(world: PipelineWorld) -> None:
     day = dt.date(2026, 10, 1)
     world.write_crm(day, day)

@@ -25,7 +25,15 @@ import luigi.configuration
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import API_CLIENT_ID, API_CLIENT_SECRET, WORLD_COMPANIES, WORLD_SEED, PipelineWorld, table_rows
+from conftest import (
+    API_CLIENT_ID,
+    API_CLIENT_SECRET,
+    WORLD_COMPANIES,
+    WORLD_SEED,
+    PipelineWorld,
+    query,
+    table_rows,
+)
 from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 
@@ -649,8 +657,11 @@ def staged_usage(world: PipelineWorld, day: dt.date) -> list[tuple]:
     with world.engine.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT company_id, active_users, events FROM stg.product_usage_daily "
-                "WHERE activity_date = :day ORDER BY company_id"
+                query(
+                    connection,
+                    "SELECT company_id, active_users, events FROM {stg}.product_usage_daily "
+                    "WHERE activity_date = :day ORDER BY company_id",
+                )
             ).bindparams(sa.bindparam("day", day, type_=sa.Date()))
         ).all()
     return [tuple(row) for row in rows]
