@@ -41,12 +41,13 @@ class PipelineConfig(_Section):
 
     database_url = luigi.Parameter(
         default="sqlite:///var/warehouse.db",
-        description="SQLAlchemy URL of the warehouse: sqlite:///path or postgresql://user@host/db",
+        description="SQLAlchemy URL of the warehouse: sqlite:///path, postgresql://user@host/db or "
+        "mysql://user@host/ (MySQL or MariaDB)",
     )
     stg_schema = luigi.Parameter(
         default="stg",
-        description="Name of the staging schema: a schema on PostgreSQL, the attached file "
-        "warehouse.<name>.db on SQLite",
+        description="Name of the staging schema: a schema on PostgreSQL, a database on MySQL, the "
+        "attached file warehouse.<name>.db on SQLite",
     )
     analytics_schema = luigi.Parameter(
         default="analytics", description="Name of the analytics schema (same rules as stg_schema)"
@@ -60,7 +61,8 @@ class PipelineConfig(_Section):
     )
     lock_timeout_seconds = luigi.FloatParameter(
         default=3600.0,
-        description="How long a run waits for another run's lock on the same task, then fails",
+        description="How long a run waits for another run's lock on the same task (and, on MySQL, for the "
+        "warehouse write lock), then fails",
     )
 
     def warehouse_settings(self) -> dict[str, Any]:

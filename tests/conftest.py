@@ -1,7 +1,8 @@
 """Shared fixtures: every warehouse backend, the simulated API on loopback, sample CRM files.
 
-PostgreSQL tests run against the real server (PIPELINE_TEST_POSTGRES_URL, default the local one). In CI
-(CI=true) a missing server fails the run loudly; elsewhere those tests are skipped with the reason.
+PostgreSQL and MariaDB tests run against real servers (PIPELINE_TEST_POSTGRES_URL and
+PIPELINE_TEST_MYSQL_URL, default the local ones). In CI (CI=true) a missing server fails the run loudly;
+elsewhere those tests are skipped with the reason.
 
 Each test's warehouse has schema names of its own (``[pipeline] stg_schema``, ``analytics_schema``), so
 tests never share tables; the schemas are dropped when the test ends.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from pipeline.warehouse import merge, staging
 from pipeline.warehouse.engine import (
     WarehouseSettings,
     close_engine,
+    mysql_url,
     open_warehouse,
     postgres_url,
 )
@@ -34,8 +37,30 @@ from pipeline.warehouse.sql import normalise_value, with_schema_names
 POSTGRES_ADMIN_URL = os.environ.get(
     "PIPELINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+MYSQL_ADMIN_URL = os.environ.get("PIPELINE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _unavailable(reason: str | None, what: str) -> None:
+    """Fail in CI (a server's tests must never be skipped there), skip with the reason elsewhere."""
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}: {what} tests must not be skipped in CI", pytrace=False)
+        pytest.skip(reason)
+
+
+@functools.cache
+def _mysql_unavailable_reason() -> str | None:
+    engine = sa.create_engine(mysql_url(MYSQL_ADMIN_URL))
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as error:
+        return f"MariaDB is not reachable at {MYSQL_ADMIN_URL}: {str(error).splitlines()[0]}"
+    finally:
+        engine.dispose()
+    return None
 
 
 def _postgres_unavailable_reason() -> str | None:
@@ -53,11 +78,7 @@ def _postgres_unavailable_reason() -> str | None:
 def throwaway_postgres_database(prefix: str) -> Iterator[str]:
     """The URL of a new database on the test server, dropped afterwards. Fails in CI when the server is
     down (PostgreSQL tests must never be skipped there); skips with the reason elsewhere."""
-    reason = _postgres_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"CI=true and {reason}: PostgreSQL tests must not be skipped in CI", pytrace=False)
-        pytest.skip(reason)
+    _unavailable(_postgres_unavailable_reason(), "PostgreSQL")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(postgres_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -85,20 +106,34 @@ def unique_schema_names(prefix: str = "t") -> dict[str, str]:
 
 
 def drop_warehouse(warehouse: WarehouseSettings) -> None:
-    """Drop the schemas of a test warehouse (SQLite: its files go with tmp_path) and close its engine."""
+    """Drop the schemas (databases on MySQL) of a test warehouse and close its engine; SQLite's files go
+    with tmp_path."""
     close_engine(warehouse)
-    if sa.make_url(warehouse.database_url).get_backend_name() == "sqlite":
+    backend = sa.make_url(warehouse.database_url).get_backend_name()
+    if backend == "sqlite":
         return
-    admin = sa.create_engine(postgres_url(warehouse.database_url), isolation_level="AUTOCOMMIT")
+    schemas = (warehouse.stg_schema, warehouse.analytics_schema)
+    if backend == "postgresql":
+        admin = sa.create_engine(postgres_url(warehouse.database_url), isolation_level="AUTOCOMMIT")
+        statements = [f'DROP SCHEMA IF EXISTS "{schema}" CASCADE' for schema in schemas]
+    else:
+        admin = sa.create_engine(mysql_url(warehouse.database_url))
+        # DROP DATABASE waits for other sessions' open transactions on its tables: not forever.
+        statements = ["SET SESSION lock_wait_timeout = 60"]
+        statements += [f"DROP DATABASE IF EXISTS `{schema}`" for schema in schemas]
     try:
         with admin.connect() as connection:
-            for schema in (warehouse.stg_schema, warehouse.analytics_schema):
-                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            for statement in statements:
+                connection.exec_driver_sql(statement)
     finally:
         admin.dispose()
 
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
 
 
 @contextlib.contextmanager
@@ -107,8 +142,11 @@ def make_warehouse(backend: str, request: pytest.FixtureRequest, root: Path) -> 
     names = unique_schema_names()
     if backend == "sqlite":
         warehouse = WarehouseSettings(f"sqlite:///{root / 'warehouse.db'}", **names)
-    else:
+    elif backend == "postgres":
         warehouse = WarehouseSettings(request.getfixturevalue("postgres_server_url"), **names)
+    else:
+        _unavailable(_mysql_unavailable_reason(), "MariaDB")
+        warehouse = WarehouseSettings(MYSQL_ADMIN_URL, **names)
     try:
         yield warehouse
     finally:

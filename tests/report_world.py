@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import sqlalchemy as sa
-from conftest import company, load_day, make_warehouse, query
+from conftest import BACKENDS, company, load_day, make_warehouse, query
 
 from pipeline.reporting import notebook as report_notebook
 from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
@@ -122,7 +122,12 @@ def postgres_report(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     yield from _report("postgres", request, tmp_path_factory)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module")
+def mariadb_report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    yield from _report("mariadb", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
 def rendered(request: pytest.FixtureRequest) -> Rendered:
     """The report of DAY, rendered once per backend."""
     return request.getfixturevalue(f"{request.param}_report")

@@ -2,20 +2,28 @@
 
 A warehouse is :class:`WarehouseSettings`: the database URL and the names of its two schemas
 (``[pipeline] stg_schema`` and ``analytics_schema``, default ``stg`` and ``analytics``). On PostgreSQL they
-are real schemas; on SQLite they are databases attached beside the main file under the configured names
-(``warehouse.db`` -> ``warehouse.stg.db`` and ``warehouse.analytics.db``), so the same qualified names work
-in the same SQL files (``{stg}.crm_daily``: see :mod:`pipeline.warehouse.sql`).
+are real schemas; on MySQL / MariaDB they are databases of the server; on SQLite they are databases
+attached beside the main file under the configured names (``warehouse.db`` -> ``warehouse.stg.db`` and
+``warehouse.analytics.db``), so the same qualified names work in the same SQL files (``{stg}.crm_daily``:
+see :mod:`pipeline.warehouse.sql`). What MySQL needs on top is in docs/mysql.md.
 
 The write lock (:func:`lock_warehouse_for_writing`) serialises staging and merge transactions: SQLite
 has it already (``BEGIN IMMEDIATE`` with a busy timeout: one writer at a time); on PostgreSQL it is a
 transaction-level advisory lock, released by the commit, the rollback or the server when the connection
-dies. One lock for all days, not one per day: a merge of D rewrites the rolling columns of D .. D+6 and
-reads D-6 .. D, so merges of nearby days must not interleave (docs/operations_concurrency.md).
+dies; on MySQL it is a named lock (``GET_LOCK``), which belongs to the session rather than the
+transaction: the engine releases it when the connection goes back to its pool, right after the commit
+or rollback, and the server when the connection dies. One lock for all days, not one per day: a merge
+of D rewrites the rolling columns of D .. D+6 and reads D-6 .. D, so merges of nearby days must not
+interleave (docs/operations_concurrency.md).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +37,7 @@ from pipeline.warehouse.sql import (
     SchemaNames,
     SqlContext,
     WarehouseError,
+    dialect_family,
     rendered_sql,
     split_statements,
     sql_context,
@@ -39,6 +48,8 @@ PG_LOCK_CLASS = 7261
 PG_WAREHOUSE_WRITES = 1  # staging and merge transactions
 PG_SCHEMA_SETUP = 2  # the first run's CREATE ... IF NOT EXISTS
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+log = logging.getLogger("pipeline")
 DDL_FILES = ("schema/stg", "schema/analytics", "schema/validation")
 
 
@@ -122,13 +133,18 @@ def _new_engine(warehouse: WarehouseSettings) -> Engine:
         engine = _create_sqlite_engine(url, warehouse.schemas)
     elif backend == "postgresql":
         engine = sa.create_engine(postgres_url(url), pool_pre_ping=True)
+    elif backend in MYSQL_DRIVERS:
+        engine = _create_mysql_engine(url)
     else:
         raise WarehouseError(
-            f"unsupported database URL {url.render_as_string(hide_password=True)}: use sqlite or postgresql"
+            f"unsupported database URL {url.render_as_string(hide_password=True)}: use sqlite://, "
+            "postgresql:// or mysql:// (MySQL and MariaDB)"
         )
     # Every connection of the engine knows how to render the SQL files (pipeline.warehouse.sql).
     context = SqlContext.for_dialect(engine.dialect, warehouse.schemas)
-    engine.update_execution_options(**{SQL_CONTEXT_OPTION: context})
+    engine.update_execution_options(
+        **{SQL_CONTEXT_OPTION: context, LOCK_TIMEOUT_OPTION: float(warehouse.lock_timeout_seconds)}
+    )
     return engine
 
 
@@ -145,6 +161,165 @@ def postgres_url(url: sa.URL | str) -> sa.URL:
     """A PostgreSQL URL on psycopg2 (our driver: it has COPY), whatever driver SQLAlchemy would default to."""
     url = sa.make_url(url)
     return url.set(drivername="postgresql+psycopg2") if url.drivername == "postgresql" else url
+
+
+# -- MySQL / MariaDB ---------------------------------------------------------------------------------------
+
+MYSQL_DRIVERS = ("mysql", "mariadb")
+# Every session: ANSI_QUOTES (the SQL files quote "7d_active_users"; without it MySQL reads a double-quoted
+# name in a SELECT list as a string literal and returns wrong rows, silently), strict mode for the tables
+# (a value that does not fit is an error, never quietly changed, whatever the server's default) and UTC
+# (the DATETIME columns hold UTC; no session zone converts them, but NOW() and friends would follow it).
+# An offset, not 'UTC': named zones need the server's time zone tables, which are often empty.
+# init_command runs inside PyMySQL's connect, before SQLAlchemy's first look at the server, so the dialect
+# sees these modes too (a connect event would run after it).
+MYSQL_SESSION_SETUP = (
+    "SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES,STRICT_TRANS_TABLES'), time_zone = '+00:00'"
+)
+# PyMySQL ignores MYSQL_PWD (libmysqlclient and the mysql CLI read it): the engine reads it itself.
+MYSQL_PASSWORD_ENV = "MYSQL_PWD"
+MYSQL_OPTION_FILE = Path("~/.my.cnf")
+# The client side of LOAD DATA LOCAL INFILE; the server must allow it too (local_infile = ON), otherwise
+# bulk loads fall back to batched INSERTs (pipeline.warehouse.sql).
+MYSQL_LOCAL_INFILE = True
+# CREATE DATABASE refused: 1044 (no privilege on that database), 1227 (a global privilege is missing).
+MYSQL_ACCESS_DENIED = (1044, 1227)
+# GET_LOCK names are server-wide and at most 64 characters on MySQL 5.7+ (MariaDB allows 192).
+MYSQL_LOCK_NAME_MAX = 64
+LOCK_WAIT_LOG_EVERY_SECONDS = 60.0
+# Engine option: [pipeline] lock_timeout_seconds, for the MySQL locks.
+LOCK_TIMEOUT_OPTION = "pipeline_lock_timeout_seconds"
+
+
+class WarehouseLockTimeoutError(WarehouseError):
+    """Another run held the warehouse's write lock longer than ``[pipeline] lock_timeout_seconds``."""
+
+
+def mysql_url(url: sa.URL | str) -> sa.URL:
+    """A MySQL / MariaDB URL on PyMySQL: ``mysql://`` and ``mariadb://`` as users write them (SQLAlchemy
+    would pick mysqlclient, a C extension this project does not install), ``+pymysql`` as it is.
+
+    Other drivers are refused: the bulk loads, the password and the session set-up are PyMySQL's."""
+    url = sa.make_url(url)
+    if url.drivername in MYSQL_DRIVERS:
+        return url.set(drivername=f"{url.drivername}+pymysql")
+    if url.get_driver_name() != "pymysql":
+        raise WarehouseError(
+            f"the MySQL driver {url.get_driver_name()!r} is not supported: write the URL as mysql://... or "
+            "mariadb://... (the pipeline uses PyMySQL)"
+        )
+    return url
+
+
+def _create_mysql_engine(url: sa.URL) -> Engine:
+    connect_args: dict[str, Any] = {
+        "init_command": MYSQL_SESSION_SETUP,
+        "charset": "utf8mb4",
+        "local_infile": MYSQL_LOCAL_INFILE,
+    }
+    option_file = MYSQL_OPTION_FILE.expanduser()
+    if option_file.is_file():
+        # The [client] group of ~/.my.cnf, as the mysql CLI reads it: PyMySQL fills in only what the URL
+        # leaves out (the password, typically), and only when asked to.
+        connect_args["read_default_file"] = str(option_file)
+    engine = sa.create_engine(
+        mysql_url(url),
+        connect_args=connect_args,
+        # PostgreSQL's level, which the code assumes: a transaction that waited for the write lock reads
+        # what the holder committed (under REPEATABLE READ it could keep an older snapshot).
+        isolation_level="READ COMMITTED",
+        pool_pre_ping=True,
+    )
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _password_from_environment(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        # A password in the URL wins, then MYSQL_PWD, then ~/.my.cnf (PyMySQL reads it only for a
+        # password still missing). The value is never logged: pipeline.redaction masks MYSQL_PWD.
+        password = os.environ.get(MYSQL_PASSWORD_ENV)
+        if password and not params.get("password"):
+            params["password"] = password
+
+    @sa.event.listens_for(engine, "reset")
+    def _release_named_locks(dbapi_connection: Any, _record: Any, _reset_state: Any) -> None:
+        # GET_LOCK belongs to the session, not the transaction: a pooled connection would keep the write
+        # lock after the commit. The pool resets a connection as it takes it back, right after the
+        # COMMIT or ROLLBACK of engine.begin(), so the lock never ends before the data is committed.
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT RELEASE_ALL_LOCKS()")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def mysql_lock_name(schemas: SchemaNames, purpose: str) -> str:
+    """The server-wide name of one of the warehouse's locks (``pipeline:stg:analytics:writes``), hashed
+    when it would pass MySQL's 64 characters. Lower case: MariaDB compares lock names case-sensitively."""
+    name = f"pipeline:{schemas.stg}:{schemas.analytics}:{purpose}"
+    if len(name) > MYSQL_LOCK_NAME_MAX:
+        digest = hashlib.sha256(f"{schemas.stg}\0{schemas.analytics}".encode()).hexdigest()[:20]
+        name = f"pipeline:{digest}:{purpose}"
+    return name
+
+
+def _get_mysql_lock(connection: Connection, name: str, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the named lock, logging every minute who holds it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        # Whole seconds: MySQL documents GET_LOCK's timeout in seconds, and MariaDB refuses negatives.
+        wait = max(0, min(math.ceil(remaining), int(LOCK_WAIT_LOG_EVERY_SECONDS)))
+        got = connection.execute(
+            sa.text("SELECT GET_LOCK(:name, :wait)"), {"name": name, "wait": wait}
+        ).scalar()
+        if got == 1:
+            return
+        if got is None:  # 0 is a timeout; NULL an error (the server said why in a warning)
+            raise WarehouseError(f"GET_LOCK({name!r}) failed on the MySQL server (it returned NULL)")
+        holder = connection.execute(sa.text("SELECT IS_USED_LOCK(:name)"), {"name": name}).scalar()
+        if time.monotonic() >= deadline:
+            raise WarehouseLockTimeoutError(
+                f"the warehouse lock {name!r} was held by MySQL connection {holder} for more than "
+                f"{timeout:g}s ([pipeline] lock_timeout_seconds): another run is staging or merging; let it "
+                f"finish, or look it up with SHOW PROCESSLIST (Id {holder})"
+            )
+        log.info("waiting for the warehouse lock %s, held by MySQL connection %s", name, holder)
+
+
+def _create_mysql_databases(connection: Connection, context: SqlContext) -> None:
+    """Create the stg and analytics databases that do not exist yet, when the user may.
+
+    Only the missing ones: ``CREATE DATABASE IF NOT EXISTS`` needs the CREATE privilege even for a database
+    that exists, and a production user often has privileges on its two databases only."""
+    names = [getattr(context.schemas, key) for key in SCHEMA_KEYS]
+    existing = {
+        row[0]
+        for row in connection.execute(
+            sa.text(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN :names"
+            ).bindparams(sa.bindparam("names", expanding=True)),
+            {"names": names},
+        )
+    }
+    for key, quoted in context.quoted:
+        name = getattr(context.schemas, key)
+        if name in existing:
+            continue
+        try:
+            connection.exec_driver_sql(f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        except sa.exc.DBAPIError as error:
+            code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+            if code not in MYSQL_ACCESS_DENIED:
+                raise
+            user = connection.exec_driver_sql("SELECT CURRENT_USER()").scalar()
+            raise WarehouseError(
+                f"the MySQL database {name!r} ([pipeline] {key}_schema) does not exist and {user} may not "
+                f"create it: ask a DBA to run CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE "
+                f"utf8mb4_bin; and to grant {user} SELECT, INSERT, UPDATE, DELETE, CREATE on it "
+                "(docs/mysql.md)"
+            ) from error
+        log.info("created the MySQL database %s", name)
 
 
 def _create_sqlite_engine(url: sa.URL, schemas: SchemaNames) -> Engine:
@@ -188,6 +363,11 @@ def ensure_schema(engine: Engine) -> None:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_LOCK_CLASS}, {PG_SCHEMA_SETUP})")
             for _key, quoted in context.quoted:
                 connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        elif context.family == "mysql":
+            # Every DDL statement commits on MySQL, so this transaction gives no atomicity: the named lock
+            # (held until the connection goes back to the pool) is what serialises concurrent first runs.
+            _get_mysql_lock(connection, mysql_lock_name(context.schemas, "setup"), _lock_timeout(connection))
+            _create_mysql_databases(connection, context)
         for name in DDL_FILES:
             for statement in split_statements(rendered_sql(name, context)):
                 connection.exec_driver_sql(statement)
@@ -205,13 +385,24 @@ def open_warehouse(warehouse: WarehouseSettings) -> Engine:
 _schema_ready: set[Engine] = set()
 
 
+def _lock_timeout(connection: Connection) -> float:
+    return float(connection.get_execution_options().get(LOCK_TIMEOUT_OPTION, 3600.0))
+
+
 def lock_warehouse_for_writing(connection: Connection) -> None:
     """Serialise this transaction with every other staging and merge transaction (see the module doc).
 
     Call it first in the transaction. SQLite: nothing to do, ``BEGIN IMMEDIATE`` took the database's
     write lock (waiting up to its busy timeout). PostgreSQL: an advisory lock held until the transaction
-    ends; a transaction that waits for it reads what the holder committed (READ COMMITTED).
+    ends; a transaction that waits for it reads what the holder committed (READ COMMITTED). MySQL: the
+    named lock ``pipeline:<stg>:<analytics>:writes``, waited for up to ``[pipeline] lock_timeout_seconds``
+    (then :class:`WarehouseLockTimeoutError`) and released when the connection returns to the pool; first
+    in the transaction, so that nothing was read before it (READ COMMITTED as well).
     """
-    if connection.dialect.name == "postgresql":
+    family = dialect_family(connection.dialect)
+    if family == "postgresql":
         # pg_advisory_xact_lock(int4, int4) keys: their key space is separate from the one-bigint form.
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_LOCK_CLASS}, {PG_WAREHOUSE_WRITES})")
+    elif family == "mysql":
+        name = mysql_lock_name(sql_context(connection).schemas, "writes")
+        _get_mysql_lock(connection, name, _lock_timeout(connection))

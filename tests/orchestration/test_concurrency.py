@@ -108,7 +108,7 @@ def check_no_duplicates(world: PipelineWorld) -> None:
                 connection,
                 "SELECT (SELECT COUNT(*) FROM {analytics}.company_daily_activity), "
                 "(SELECT COUNT(*) FROM (SELECT DISTINCT activity_date, company_id "
-                "FROM {analytics}.company_daily_activity) AS keys)",
+                "FROM {analytics}.company_daily_activity) AS day_keys)",
             )
         ).one()
     assert total == distinct

@@ -23,6 +23,7 @@ from report_world import (
     Rendered,
     change,
     direct_totals,
+    mariadb_report,
     postgres_report,
     rendered,
     sqlite_report,
@@ -32,7 +33,8 @@ from pipeline import RunDaily, config, files
 from pipeline.reporting import mailer
 from pipeline.reporting import notebook as report_notebook
 
-__all__ = ["postgres_report", "rendered", "sqlite_report"]  # module-scoped fixtures used here
+# The module-scoped fixtures used here.
+__all__ = ["mariadb_report", "postgres_report", "rendered", "sqlite_report"]
 
 RECIPIENTS = ["churn-team@example.test", "cs-leads@example.test"]
 SENDER = "pipeline@example.test"

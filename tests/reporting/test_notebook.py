@@ -35,6 +35,7 @@ from report_world import (
     build_days,
     change,
     direct_totals,
+    mariadb_report,
     number,
     postgres_report,
     rendered,
@@ -50,7 +51,8 @@ from pipeline.reporting import rendering
 from pipeline.sources import crm_location
 from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
-__all__ = ["postgres_report", "rendered", "sqlite_report"]  # module-scoped fixtures used here
+# The module-scoped fixtures used here.
+__all__ = ["mariadb_report", "postgres_report", "rendered", "sqlite_report"]
 
 
 # -- the numbers -----------------------------------------------------------------------------------------
@@ -165,7 +167,7 @@ def test_the_email_body_is_mail_safe(rendered: Rendered) -> None:
     assert rendering.CORRECTION_SLOT in body
 
 
-def test_parameters_are_injected_and_the_database_url_is_not_one(rendered: Rendered) -> None:
+def test_parameters_are_injected_and_the_warehouse_is_not_one(rendered: Rendered) -> None:
     executed = nbformat.read(rendered.directory / report_notebook.EXECUTED_NOTEBOOK, as_version=4)
     tags = [cell.metadata.get("tags", []) for cell in executed.cells]
     parameters = tags.index(["parameters"])
@@ -174,7 +176,10 @@ def test_parameters_are_injected_and_the_database_url_is_not_one(rendered: Rende
     assert f"report_date = '{DAY.isoformat()}'" in injected
     text = (rendered.directory / report_notebook.EXECUTED_NOTEBOOK).read_text()
     assert rendered.warehouse.database_url not in text
-    assert sa.make_url(rendered.warehouse.database_url).database not in injected
+    # Nothing that names the warehouse is a parameter: its database (when the URL has one), its schemas.
+    database = sa.make_url(rendered.warehouse.database_url).database
+    for name in filter(None, (database, rendered.warehouse.stg_schema, rendered.warehouse.analytics_schema)):
+        assert name not in injected
 
 
 def test_chromium_opens_the_report_offline(sqlite_report: Rendered, tmp_path: Path) -> None:
@@ -307,6 +312,7 @@ def test_the_kernel_gets_the_warehouse_and_none_of_the_other_secrets(monkeypatch
     monkeypatch.setenv("SMTP_PASSWORD", "smtp-secret")
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", "https://hooks.example.test/secret")
     monkeypatch.setenv("PGPASSWORD", "kept: libpq reads it")
+    monkeypatch.setenv("MYSQL_PWD", "kept: the MySQL engine reads it")
     warehouse = WarehouseSettings("postgresql://reporter@db/warehouse", "raw", "marts")
     environment = report_notebook.kernel_environment(warehouse)
     assert environment[report_notebook.DATABASE_URL_ENV] == "postgresql://reporter@db/warehouse"
@@ -318,6 +324,7 @@ def test_the_kernel_gets_the_warehouse_and_none_of_the_other_secrets(monkeypatch
     )
     assert not {"PRODUCT_API_CLIENT_SECRET", "SMTP_PASSWORD", "PIPELINE_ALERT_WEBHOOK_URL"} & set(environment)
     assert environment["PGPASSWORD"] == "kept: libpq reads it"
+    assert environment["MYSQL_PWD"] == "kept: the MySQL engine reads it"
     assert str(project.project_root()) in environment["PYTHONPATH"].split(":")
 
 

@@ -63,6 +63,12 @@ def test_names_are_quoted_by_the_dialect_and_only_where_needed() -> None:
         context.render("SELECT * FROM {stg}.t JOIN {analytics}.u")
         == 'SELECT * FROM "select".t JOIN marts_2.u'
     )
+    mysql = sa.create_engine("mysql+pymysql://").dialect
+    context = SqlContext.for_dialect(mysql, SchemaNames("select", "marts_2"))
+    assert (
+        context.render("SELECT * FROM {stg}.t JOIN {analytics}.u")
+        == "SELECT * FROM `select`.t JOIN marts_2.u"
+    )
 
 
 def test_an_unknown_placeholder_is_an_error_not_left_in_the_sql() -> None:
@@ -80,9 +86,17 @@ def test_every_sql_file_names_its_tables_through_the_placeholders() -> None:
         assert set(re.findall(r"\{([^{}]*)\}", code)) <= {"stg", "analytics"}, path
 
 
-@pytest.mark.parametrize("family", ["sqlite", "postgresql"])
+DIALECT_URLS = {
+    "sqlite": "sqlite://",
+    "postgresql": "postgresql+psycopg2://",
+    "mysql": "mysql+pymysql://",
+    "mariadb": "mariadb+pymysql://",
+}
+
+
+@pytest.mark.parametrize("family", sorted(DIALECT_URLS))
 def test_every_sql_file_renders_for_every_dialect(family: str) -> None:
-    url = {"sqlite": "sqlite://", "postgresql": "postgresql+psycopg2://"}[family]
+    url = DIALECT_URLS[family]
     context = SqlContext.for_dialect(sa.create_engine(url).dialect, SchemaNames("s1", "a1"))
     for name in SQL_FILES:
         text = rendered_sql(name, context)
@@ -92,8 +106,31 @@ def test_every_sql_file_renders_for_every_dialect(family: str) -> None:
 
 def test_the_variant_of_a_dialect_family_is_chosen_when_it_exists() -> None:
     common = (PROJECT_ROOT / "sql/schema/stg.sql").read_text(encoding="utf-8")
+    variant = (PROJECT_ROOT / "sql/schema/stg.mysql.sql").read_text(encoding="utf-8")
     assert read_sql("schema/stg", "postgresql") == common
     assert read_sql("schema/stg", "sqlite") == common
+    assert read_sql("schema/stg", "mysql") == variant
+    # MySQL and MariaDB are one family: the same variant for both URLs.
+    for url in (DIALECT_URLS["mysql"], DIALECT_URLS["mariadb"]):
+        context = SqlContext.for_dialect(sa.create_engine(url).dialect, SchemaNames())
+        assert context.family == "mysql"
+        assert "DATETIME(6)" in rendered_sql("schema/stg", context)
+        update = rendered_sql("marts/update_rolling_activity_following_days", context)
+        assert update.startswith("UPDATE analytics.company_daily_activity AS target\nJOIN (")
+
+
+def test_the_mysql_variants_are_the_expected_ones() -> None:
+    variants = sorted(
+        path.relative_to(PROJECT_ROOT / "sql").as_posix() for path in (PROJECT_ROOT / "sql").rglob("*.*.sql")
+    )
+    assert variants == [
+        "marts/update_rolling_activity_following_days.mysql.sql",
+        "schema/analytics.mysql.sql",
+        "schema/stg.mysql.sql",
+        "schema/validation.mysql.sql",
+    ]
+    for variant in variants:
+        assert (PROJECT_ROOT / "sql" / variant.replace(".mysql.sql", ".sql")).exists(), variant
 
 
 def test_a_sqlite_warehouse_attaches_the_configured_names(tmp_path: Path) -> None:
@@ -175,8 +212,29 @@ def test_a_bulk_load_that_the_table_refuses_fails_whole(engine: sa.Engine, rows:
     assert staged == [("KEEP",)], reason  # rolled back: the day as it was
 
 
+def test_company_ids_differing_in_case_or_accents_are_different_companies(engine: sa.Engine) -> None:
+    # MySQL's default collations would make these one primary key: the tables use utf8mb4_bin.
+    ids = ["ACME", "Acme", "acme", "acmé", "ａｃｍｅ"]
+    load_day(
+        engine, DAY, [company(company_id) for company_id in ids], [(company_id, 1, 1) for company_id in ids]
+    )
+    rows = table_rows(engine)
+    assert [row[1] for row in rows] == sorted(ids)  # ordered by code point, as PostgreSQL "C" and SQLite
+    assert [row[6] for row in rows] == [1] * len(ids)  # each usage row joined its own company
+
+
 def test_unicode_and_control_characters_round_trip_through_the_bulk_load(engine: sa.Engine) -> None:
-    names = ["Zürich 🚀 株式会社", "Tab\there", "New\nline", "Back\\slash", "\\N", "NULL", "", " padded "]
+    names = [
+        "Zürich 🚀 株式会社",
+        "Tab\there",
+        "New\nline",
+        "CR\rLF\r\n",
+        "Back\\slash",
+        "\\N",
+        "NULL",
+        "",
+        " padded ",
+    ]
     companies = [CrmCompany(f"C{index}", name, None, None, None) for index, name in enumerate(names)]
     load_day(engine, DAY, companies, [])
     assert [row[2] for row in table_rows(engine)] == names
