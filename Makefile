@@ -58,11 +58,12 @@ scheduler: $(PROD_STAMP)
 	$(BIN)/luigid --address 127.0.0.1 --port $(LUIGID_PORT) \
 		--state-path var/luigid/state.pickle --logdir var/luigid/log
 
+# PYTHONPATH=.: the benchmarks use devtools/ (sample data, the simulator), which is not installed.
 bench: $(DEV_STAMP)
-	$(BIN)/python bench/bench_load.py
-	$(BIN)/python bench/bench_api_fetch.py
-	$(BIN)/python bench/bench_validation.py
-	$(BIN)/python bench/bench_report.py
+	PYTHONPATH=. $(BIN)/python bench/bench_load.py
+	PYTHONPATH=. $(BIN)/python bench/bench_api_fetch.py
+	PYTHONPATH=. $(BIN)/python bench/bench_validation.py
+	PYTHONPATH=. $(BIN)/python bench/bench_report.py
 
 clean:
 	rm -rf var/demo var/data var/warehouse*.db var/sample
