@@ -1,11 +1,13 @@
 """Loading one day of 100,000 companies: our stages against the databases' own bulk loaders.
 
-For the same generated CRM file (and the same day's usage rows) this measures, on SQLite and PostgreSQL:
-landing the file, parsing it, staging it (`stg.crm_daily`), staging the usage rows, and the merge of the
-day; and as baselines in the same run, `psql \\copy` of the same CSV into a bare PostgreSQL table and the
-`sqlite3` shell's `.import` of it into a bare SQLite table.
+For the same generated CRM file (and the same day's usage rows) this measures, on SQLite, PostgreSQL and
+MariaDB: landing the file, parsing it, staging it (`stg.crm_daily`), staging the usage rows, and the merge
+of the day; and as baselines in the same run, `psql \\copy` of the same CSV into a bare PostgreSQL table,
+the `sqlite3` shell's `.import` of it into a bare SQLite table and the `mariadb` client's own
+`LOAD DATA LOCAL INFILE` of it into a bare MariaDB table.
 
     .venv/bin/python bench/bench_load.py [--companies 100000] [--postgres-url postgresql://...]
+        [--mysql-url mysql://root@127.0.0.1:3306/] [--backends sqlite postgresql mariadb]
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import sqlalchemy as sa
 from devtools.sample_data import CompanyUniverse, write_crm_csv
 from pipeline.sources import crm_location, crm_snapshot
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
+from pipeline.warehouse.engine import (
+    WarehouseSettings,
+    close_engine,
+    create_engine,
+    mysql_url,
+    open_warehouse,
+    postgres_url,
+)
 
 DAY = dt.date(2026, 11, 20)
 
@@ -38,9 +47,9 @@ def timed(label: str, results: dict[str, float], action: Callable[[], object]) -
     return value
 
 
-def our_load(database_url: str, csv_path: Path, usage_rows: list, work: Path) -> dict[str, float]:
+def our_load(warehouse: WarehouseSettings, csv_path: Path, usage_rows: list, work: Path) -> dict[str, float]:
     results: dict[str, float] = {}
-    engine = open_warehouse(database_url)
+    engine = open_warehouse(warehouse)
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
     template = str(csv_path.parent / "crm_{date}.csv")
     manifest = timed("land CRM file", results, lambda: crm_location.land_snapshot(template, data_dir, DAY))
@@ -97,12 +106,64 @@ def sqlite_import(work: Path, csv_path: Path) -> float:
     return time.perf_counter() - started
 
 
+def mariadb_load_data(admin_url: str, csv_path: Path) -> float:
+    """The `mariadb` client's own LOAD DATA LOCAL INFILE of the CSV into a bare table (one transaction)."""
+    url = sa.make_url(admin_url)
+    database = f"bench_load_{uuid.uuid4().hex[:8]}"
+    client = [
+        "mariadb",
+        "--local-infile=1",
+        "-h",
+        url.host or "127.0.0.1",
+        "-P",
+        str(url.port or 3306),
+        "-u",
+        url.username or "root",
+        "--default-character-set=utf8mb4",
+    ]
+    subprocess.run(
+        [*client, "-e", f"CREATE DATABASE {database}; CREATE TABLE {database}.bench_load ({BASELINE_TABLE})"],
+        check=True,
+    )
+    try:
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                *client,
+                database,
+                "-e",
+                "SET autocommit = 0; "
+                f"LOAD DATA LOCAL INFILE '{csv_path}' INTO TABLE bench_load CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+                "LINES TERMINATED BY '\\r\\n' IGNORE 1 LINES; COMMIT;",
+            ],
+            check=True,
+        )
+        return time.perf_counter() - started
+    finally:
+        subprocess.run([*client, "-e", f"DROP DATABASE {database}"], check=True)
+
+
+BASELINES = {
+    "SQLite": "baseline: sqlite3 .import of the CSV",
+    "PostgreSQL": "baseline: psql \\copy of the CSV",
+    "MariaDB": "baseline: mariadb client LOAD DATA LOCAL INFILE of the CSV",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--mysql-url", default="mysql://root@127.0.0.1:3306/")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["sqlite", "postgresql", "mariadb"],
+        choices=["sqlite", "postgresql", "mariadb"],
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
@@ -117,38 +178,57 @@ def main() -> int:
         )
 
         results: dict[str, dict[str, float]] = {}
-        results["SQLite"] = our_load(f"sqlite:///{work / 'warehouse.db'}", csv_path, usage, work)
-        results["SQLite"]["baseline: sqlite3 .import of the CSV"] = sqlite_import(work, csv_path)
-
-        database = f"bench_load_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(postgres_url(args.postgres_url), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
-        pg_url = sa.make_url(args.postgres_url).set(database=database).render_as_string(hide_password=False)
-        try:
-            results["PostgreSQL"] = our_load(pg_url, csv_path, usage, work)
-            results["PostgreSQL"]["baseline: psql \\copy of the CSV"] = psql_copy(
-                args.postgres_url, database, csv_path
+        if "sqlite" in args.backends:
+            results["SQLite"] = our_load(
+                WarehouseSettings(f"sqlite:///{work / 'warehouse.db'}"), csv_path, usage, work
             )
-        finally:
-            create_engine(pg_url).dispose()
+            results["SQLite"][BASELINES["SQLite"]] = sqlite_import(work, csv_path)
+
+        if "postgresql" in args.backends:
+            database = f"bench_load_{uuid.uuid4().hex[:8]}"
+            admin = sa.create_engine(postgres_url(args.postgres_url), isolation_level="AUTOCOMMIT")
             with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            admin.dispose()
+                connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+            pg_url = (
+                sa.make_url(args.postgres_url).set(database=database).render_as_string(hide_password=False)
+            )
+            try:
+                results["PostgreSQL"] = our_load(WarehouseSettings(pg_url), csv_path, usage, work)
+                results["PostgreSQL"][BASELINES["PostgreSQL"]] = psql_copy(
+                    args.postgres_url, database, csv_path
+                )
+            finally:
+                create_engine(WarehouseSettings(pg_url)).dispose()
+                with admin.connect() as connection:
+                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                admin.dispose()
+
+        if "mariadb" in args.backends:
+            # A throwaway warehouse on the server: two databases named by the schema keys.
+            prefix = f"bench_{uuid.uuid4().hex[:8]}"
+            warehouse = WarehouseSettings(args.mysql_url, f"{prefix}_stg", f"{prefix}_analytics")
+            try:
+                results["MariaDB"] = our_load(warehouse, csv_path, usage, work)
+                results["MariaDB"][BASELINES["MariaDB"]] = mariadb_load_data(args.mysql_url, csv_path)
+            finally:
+                close_engine(warehouse)
+                admin = sa.create_engine(mysql_url(args.mysql_url))
+                with admin.connect() as connection:
+                    for database in (warehouse.stg_schema, warehouse.analytics_schema):
+                        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
+                admin.dispose()
 
         print()
-        print("| step | SQLite (s) | PostgreSQL (s) |")
-        print("|---|---:|---:|")
-        steps = list(dict.fromkeys([*results["SQLite"], *results["PostgreSQL"]]))
+        print(f"| step | {' | '.join(f'{backend} (s)' for backend in results)} |")
+        print(f"|---|{'---:|' * len(results)}")
+        steps = list(dict.fromkeys(step for backend in results.values() for step in backend))
         for step in steps:
             cells = [
                 f"{results[backend][step]:.2f}" if step in results[backend] else "" for backend in results
             ]
             print(f"| {step} | {' | '.join(cells)} |")
-        for backend, baseline in (
-            ("SQLite", "baseline: sqlite3 .import of the CSV"),
-            ("PostgreSQL", "baseline: psql \\copy of the CSV"),
-        ):
+        for backend in results:
+            baseline = BASELINES[backend]
             ours = sum(
                 results[backend][step] for step in ("land CRM file", "parse CRM file", "stage CRM rows")
             )

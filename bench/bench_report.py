@@ -33,7 +33,7 @@ from pipeline.reporting import data, mailer
 from pipeline.reporting import notebook as report_notebook
 from pipeline.sources.crm_snapshot import CrmCompany, CrmSnapshot, parse_timestamp
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
+from pipeline.warehouse.engine import WarehouseSettings, create_engine, open_warehouse, postgres_url
 
 LAST_DAY = dt.date(2026, 11, 20)
 DAYS = 30
@@ -41,7 +41,7 @@ DAYS = 30
 
 def load_history(database_url: str, companies: int) -> float:
     """Stage and merge the 30 days ending LAST_DAY; returns the seconds it took."""
-    engine = open_warehouse(database_url)
+    engine = open_warehouse(WarehouseSettings(database_url))
     universe = CompanyUniverse(companies, seed=42)
     started = time.perf_counter()
     for back in range(DAYS - 1, -1, -1):
@@ -69,7 +69,11 @@ def empty_kernel_seconds(work: Path) -> float:
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
     started = time.perf_counter()
     report_notebook.execute_notebook(
-        notebook, working_dir=work, database_url="sqlite://", timeout=60, failed_path=work / "x.ipynb"
+        notebook,
+        working_dir=work,
+        warehouse=WarehouseSettings("sqlite://"),
+        timeout=60,
+        failed_path=work / "x.ipynb",
     )
     return time.perf_counter() - started
 
@@ -84,11 +88,11 @@ def measure(database_url: str, work: Path, runs: int, sink: SmtpSink) -> dict[st
     settings = mailer.SmtpSettings("127.0.0.1", sink.port, no_tls=True)
     for _ in range(runs):
         started = time.perf_counter()
-        data.load_report_data(create_engine(database_url), LAST_DAY, data_dir)
+        data.load_report_data(create_engine(WarehouseSettings(database_url)), LAST_DAY, data_dir)
         sample("report SQL alone (load_report_data)", time.perf_counter() - started)
 
         started = time.perf_counter()
-        manifest = report_notebook.render_report(database_url, data_dir, LAST_DAY)
+        manifest = report_notebook.render_report(WarehouseSettings(database_url), data_dir, LAST_DAY)
         rendered = time.perf_counter()
         mailer.send_log_path(data_dir, LAST_DAY).unlink(missing_ok=True)  # so that every run mails
         entry = mailer.deliver(
@@ -147,7 +151,7 @@ def main() -> int:
                     print(f"  {table[f'{companies:,} / {backend}']}", flush=True)
             finally:
                 if admin is not None:
-                    create_engine(backends["PostgreSQL"]).dispose()
+                    create_engine(WarehouseSettings(backends["PostgreSQL"])).dispose()
                     with admin.connect() as connection:
                         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                     admin.dispose()

@@ -34,7 +34,13 @@ from pipeline import datasets
 from pipeline.quality import gates, runner
 from pipeline.sources import crm_snapshot
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url, sqlite_schema_path
+from pipeline.warehouse.engine import (
+    WarehouseSettings,
+    create_engine,
+    open_warehouse,
+    postgres_url,
+    sqlite_schema_path,
+)
 
 # Every company of the universe has signed up by then, so the snapshot has exactly N rows.
 DAY = dt.date(2028, 1, 15)
@@ -125,7 +131,7 @@ def crm_checks_with_fingerprint(engine: sa.Engine, work: Path) -> float:
 
 def bench_backend(database_url: str, csv_path: Path, usage: list, work: Path) -> dict[str, float]:
     results: dict[str, float] = {}
-    engine = open_warehouse(database_url)
+    engine = open_warehouse(WarehouseSettings(database_url))
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
 
     snapshot = timed(results, "CRM: parse the CSV", lambda: crm_snapshot.parse_snapshot(csv_path))
@@ -201,7 +207,7 @@ def main() -> int:
                 connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
             results["PostgreSQL"] = bench_backend(pg_url, csv_path, usage, work)
         finally:
-            create_engine(pg_url).dispose()
+            create_engine(WarehouseSettings(pg_url)).dispose()
             with admin.connect() as connection:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             shutil.rmtree(work, ignore_errors=True)

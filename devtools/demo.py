@@ -7,6 +7,12 @@ warehouse, the raw landings, validation results, reports and logs. The default p
 (``var/warehouse.db``, ``var/data``) are never touched, so a production run with default settings
 cannot pick up demo data. Only the API credentials are made up here, for the simulator, and passed
 through the environment like real ones.
+
+``--database-url`` (``make demo DATABASE_URL=...``) runs it against another warehouse. On MySQL / MariaDB
+the schemas are databases of the whole server, so the demo names them after the URL's database:
+``mysql://root@127.0.0.1:3306/company_activity`` loads ``company_activity_stg`` and
+``company_activity_analytics`` (``demo_stg`` / ``demo_analytics`` without one), never ``stg`` and
+``analytics`` themselves.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import luigi.configuration
+import sqlalchemy as sa
 
 from devtools.sample_data import write_crm_snapshots
 from devtools.simulator import SimulatorConfig, serve
 from pipeline.clock import yesterday_utc
 from pipeline.config import PipelineConfig
-from pipeline.warehouse.engine import create_engine
+from pipeline.warehouse.engine import WarehouseSettings, create_engine
 from pipeline.warehouse.sql import run_sql
 
 DEMO_DIR = Path("var/demo")
@@ -46,11 +53,23 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def demo_schemas(database_url: str) -> dict[str, str]:
+    """The demo's schema names: its own databases on a MySQL server, the defaults elsewhere."""
+    url = sa.make_url(database_url)
+    if url.get_backend_name() not in ("mysql", "mariadb"):
+        return {"stg_schema": "stg", "analytics_schema": "analytics"}
+    prefix = (url.database or "demo").lower()
+    return {"stg_schema": f"{prefix}_stg", "analytics_schema": f"{prefix}_analytics"}
+
+
 def write_demo_config(directory: Path, database_url: str, api_base_url: str) -> Path:
     """The demo's own configuration: every path under ``directory``, the simulator's URL."""
+    schemas = demo_schemas(database_url)
     config = f"""# Written by `make demo` (devtools/demo.py): read after luigi.cfg through LUIGI_CONFIG_PATH.
 [pipeline]
 database_url = {database_url}
+stg_schema = {schemas["stg_schema"]}
+analytics_schema = {schemas["analytics_schema"]}
 data_dir = {directory / "data"}
 log_dir = {directory / "log"}
 
@@ -116,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def print_summary(first: dt.date, last: dt.date, config_path: Path) -> None:
     config = PipelineConfig()
-    engine = create_engine(config.database_url)
+    engine = create_engine(WarehouseSettings(**config.warehouse_settings()))
     with engine.connect() as connection:
         loaded = run_sql(
             connection, "marts/select_loaded_days_summary", first_date=first, last_date=last
@@ -130,6 +149,7 @@ def print_summary(first: dt.date, last: dt.date, config_path: Path) -> None:
     orphans = loaded[-1].orphan_rows if loaded else 0
     print(f"  orphans         {orphans} usage rows without a CRM company on {last}")
     print(f"  database        {engine.url.render_as_string(hide_password=True)}")
+    print(f"  schemas         {config.stg_schema}, {config.analytics_schema}")
     print(f"  raw landings    {config.data_path / 'raw'}")
     print(f"  configuration   luigi.cfg, then {config_path} (LUIGI_CONFIG_PATH)")
     reports = sorted(config.data_path.glob("reports/date=*/*.html"))

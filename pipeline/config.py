@@ -33,12 +33,25 @@ class _Section(luigi.Config):
         return {name: getattr(self, name) for name, _parameter in self.get_params()}
 
 
+# The [pipeline] keys of pipeline.warehouse.engine.WarehouseSettings.
+WAREHOUSE_KEYS = ("database_url", "stg_schema", "analytics_schema", "lock_timeout_seconds")
+
+
 class PipelineConfig(_Section):
     section = "pipeline"
 
     database_url = luigi.Parameter(
         default="sqlite:///var/warehouse.db",
-        description="SQLAlchemy URL of the warehouse: sqlite:///path or postgresql://user@host/db",
+        description="SQLAlchemy URL of the warehouse: sqlite:///path, postgresql://user@host/db or "
+        "mysql://user@host/ (MySQL or MariaDB)",
+    )
+    stg_schema = luigi.Parameter(
+        default="stg",
+        description="Name of the staging schema: a schema on PostgreSQL, a database on MySQL, the "
+        "attached file warehouse.<name>.db on SQLite",
+    )
+    analytics_schema = luigi.Parameter(
+        default="analytics", description="Name of the analytics schema (same rules as stg_schema)"
     )
     data_dir = luigi.Parameter(
         default="var/data", description="Raw landings, validation results and reports live here"
@@ -48,8 +61,14 @@ class PipelineConfig(_Section):
         default=7, description="The nightly CatchUp run loads any day missed in this many days before today"
     )
     lock_timeout_seconds = luigi.FloatParameter(
-        default=3600.0, description="How long a run waits for another run's lock on the same task, then fails"
+        default=3600.0,
+        description="How long a run waits for another run's lock on the same task (and, on MySQL, for the "
+        "warehouse write lock), then fails",
     )
+
+    def warehouse_settings(self) -> dict[str, Any]:
+        """The keys that say which warehouse, for ``WarehouseSettings(**...)`` of the warehouse layer."""
+        return {name: getattr(self, name) for name in WAREHOUSE_KEYS}
 
     @property
     def data_path(self) -> Path:

@@ -16,10 +16,11 @@ CRM_REQUIRED_COLUMNS = ("company_id", "company_name", "country", "industry_tag",
 # The fields of every row of a usage page.
 USAGE_FIELDS = ("company_id", "active_users", "events")
 
-# The staging tables and their columns as loaded.
-STAGED_CRM_TABLE = "stg.crm_daily"
+# The staging tables and their columns as loaded. "{stg}" is the configured schema ([pipeline] stg_schema),
+# filled in by the warehouse (pipeline.warehouse.sql.with_schema_names).
+STAGED_CRM_TABLE = "{stg}.crm_daily"
 STAGED_CRM_COLUMNS = ("snapshot_date", *CRM_REQUIRED_COLUMNS)
-STAGED_USAGE_TABLE = "stg.product_usage_daily"
+STAGED_USAGE_TABLE = "{stg}.product_usage_daily"
 STAGED_USAGE_COLUMNS = ("activity_date", *USAGE_FIELDS)
 
 # The analytics.loaded_days column holding each dataset's row count of a loaded day.

@@ -1,13 +1,18 @@
-"""Shared fixtures: both warehouse backends, the simulated API on loopback, sample CRM files.
+"""Shared fixtures: every warehouse backend, the simulated API on loopback, sample CRM files.
 
-PostgreSQL tests run against the real server (PIPELINE_TEST_POSTGRES_URL, default the local one). In CI
-(CI=true) a missing server fails the run loudly; elsewhere those tests are skipped with the reason.
+PostgreSQL and MariaDB tests run against real servers (PIPELINE_TEST_POSTGRES_URL and
+PIPELINE_TEST_MYSQL_URL, default the local ones). In CI (CI=true) a missing server fails the run loudly;
+elsewhere those tests are skipped with the reason.
+
+Each test's warehouse has schema names of its own (``[pipeline] stg_schema``, ``analytics_schema``), so
+tests never share tables; the schemas are dropped when the test ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,16 +24,43 @@ import sqlalchemy as sa
 from devtools.sample_data import write_crm_snapshots
 from devtools.simulator import SimulatorConfig, serve
 from pipeline.sources.crm_snapshot import CrmCompany, CrmSnapshot
-from pipeline.warehouse import engine as warehouse_engine
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import create_engine, open_warehouse, postgres_url
-from pipeline.warehouse.sql import normalise_value
+from pipeline.warehouse.engine import (
+    WarehouseSettings,
+    close_engine,
+    mysql_url,
+    open_warehouse,
+    postgres_url,
+)
+from pipeline.warehouse.sql import normalise_value, with_schema_names
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PIPELINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+MYSQL_ADMIN_URL = os.environ.get("PIPELINE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _unavailable(reason: str | None, what: str) -> None:
+    """Fail in CI (a server's tests must never be skipped there), skip with the reason elsewhere."""
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}: {what} tests must not be skipped in CI", pytrace=False)
+        pytest.skip(reason)
+
+
+@functools.cache
+def _mysql_unavailable_reason() -> str | None:
+    engine = sa.create_engine(mysql_url(MYSQL_ADMIN_URL))
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as error:
+        return f"MariaDB is not reachable at {MYSQL_ADMIN_URL}: {str(error).splitlines()[0]}"
+    finally:
+        engine.dispose()
+    return None
 
 
 def _postgres_unavailable_reason() -> str | None:
@@ -46,11 +78,7 @@ def _postgres_unavailable_reason() -> str | None:
 def throwaway_postgres_database(prefix: str) -> Iterator[str]:
     """The URL of a new database on the test server, dropped afterwards. Fails in CI when the server is
     down (PostgreSQL tests must never be skipped there); skips with the reason elsewhere."""
-    reason = _postgres_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"CI=true and {reason}: PostgreSQL tests must not be skipped in CI", pytrace=False)
-        pytest.skip(reason)
+    _unavailable(_postgres_unavailable_reason(), "PostgreSQL")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(postgres_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -59,7 +87,6 @@ def throwaway_postgres_database(prefix: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        create_engine(url).dispose()
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
@@ -72,28 +99,76 @@ def postgres_server_url() -> Iterator[str]:
         yield url
 
 
-def reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA IF EXISTS stg CASCADE")
-        connection.exec_driver_sql("DROP SCHEMA IF EXISTS analytics CASCADE")
-
-    warehouse_engine._schema_ready.discard(engine)
+def unique_schema_names(prefix: str = "t") -> dict[str, str]:
+    """``stg_schema`` / ``analytics_schema`` that no other test (or xdist worker) uses."""
+    tag = f"{prefix}{uuid.uuid4().hex[:10]}"
+    return {"stg_schema": f"{tag}_stg", "analytics_schema": f"{tag}_analytics"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A warehouse URL for each backend, empty at the start of the test."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'warehouse.db'}"
-    url = request.getfixturevalue("postgres_server_url")
-    reset_postgres(url)
-    return url
+def drop_warehouse(warehouse: WarehouseSettings) -> None:
+    """Drop the schemas (databases on MySQL) of a test warehouse and close its engine; SQLite's files go
+    with tmp_path."""
+    close_engine(warehouse)
+    backend = sa.make_url(warehouse.database_url).get_backend_name()
+    if backend == "sqlite":
+        return
+    schemas = (warehouse.stg_schema, warehouse.analytics_schema)
+    if backend == "postgresql":
+        admin = sa.create_engine(postgres_url(warehouse.database_url), isolation_level="AUTOCOMMIT")
+        statements = [f'DROP SCHEMA IF EXISTS "{schema}" CASCADE' for schema in schemas]
+    else:
+        admin = sa.create_engine(mysql_url(warehouse.database_url))
+        # DROP DATABASE waits for other sessions' open transactions on its tables: not forever.
+        statements = ["SET SESSION lock_wait_timeout = 60"]
+        statements += [f"DROP DATABASE IF EXISTS `{schema}`" for schema in schemas]
+    try:
+        with admin.connect() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    finally:
+        admin.dispose()
+
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@contextlib.contextmanager
+def make_warehouse(backend: str, request: pytest.FixtureRequest, root: Path) -> Iterator[WarehouseSettings]:
+    """An empty warehouse on ``backend`` with schema names of its own, dropped afterwards."""
+    names = unique_schema_names()
+    if backend == "sqlite":
+        warehouse = WarehouseSettings(f"sqlite:///{root / 'warehouse.db'}", **names)
+    elif backend == "postgres":
+        warehouse = WarehouseSettings(request.getfixturevalue("postgres_server_url"), **names)
+    else:
+        _unavailable(_mysql_unavailable_reason(), "MariaDB")
+        warehouse = WarehouseSettings(MYSQL_ADMIN_URL, **names)
+    try:
+        yield warehouse
+    finally:
+        drop_warehouse(warehouse)
+
+
+@pytest.fixture(params=BACKENDS)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WarehouseSettings]:
+    """A warehouse on each backend, empty at the start of the test."""
+    with make_warehouse(request.param, request, tmp_path) as settings:
+        yield settings
 
 
 @pytest.fixture
-def engine(database_url: str) -> sa.Engine:
-    return open_warehouse(database_url)
+def engine(warehouse: WarehouseSettings) -> sa.Engine:
+    return open_warehouse(warehouse)
+
+
+def query(bind: sa.Engine | sa.Connection, sql: str) -> str:
+    """Ad-hoc test SQL (``SELECT ... FROM {analytics}.company_daily_activity``) with the warehouse's
+    schema names."""
+    return with_schema_names(bind, sql)
 
 
 # -- building days by hand -----------------------------------------------------------------------------
@@ -131,7 +206,11 @@ def table_rows(engine: sa.Engine, *, with_loaded_at: bool = False) -> list[tuple
     ) + (", record_loaded_at" if with_loaded_at else "")
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
-            f"SELECT {columns} FROM analytics.company_daily_activity ORDER BY activity_date, company_id"
+            query(
+                connection,
+                f"SELECT {columns} FROM {{analytics}}.company_daily_activity "
+                "ORDER BY activity_date, company_id",
+            )
         ).all()
     return [tuple(_normalise(value) for value in row) for row in rows]
 
@@ -146,9 +225,13 @@ def row_for(engine: sa.Engine, day: dt.date, company_id: str) -> dict:
     with engine.connect() as connection:
         row = connection.execute(
             sa.text(
-                "SELECT company_name, country, industry_tag, last_contact_at, active_users, events, "
-                '"7d_active_users" AS active_users_7d, is_churn_risk FROM analytics.company_daily_activity '
-                "WHERE activity_date = :day AND company_id = :company_id"
+                query(
+                    connection,
+                    "SELECT company_name, country, industry_tag, last_contact_at, active_users, events, "
+                    '"7d_active_users" AS active_users_7d, is_churn_risk '
+                    "FROM {analytics}.company_daily_activity "
+                    "WHERE activity_date = :day AND company_id = :company_id",
+                )
             ).bindparams(sa.bindparam("day", day, type_=sa.Date()), company_id=company_id)
         ).one()
     result = {key: _normalise(value) for key, value in row._mapping.items()}
@@ -185,12 +268,12 @@ class PipelineWorld:
     ``config_file`` holds the same settings for runs of the real command line (``run_cli``).
     """
 
-    def __init__(self, root: Path, database_url: str, api_base_url: str) -> None:
-        self.root, self.database_url, self.api_base_url = root, database_url, api_base_url
+    def __init__(self, root: Path, warehouse: WarehouseSettings, api_base_url: str) -> None:
+        self.root, self.warehouse, self.api_base_url = root, warehouse, api_base_url
         self.data_dir = root / "data"
         self.crm_dir = root / "crm"
         self.settings = {
-            "pipeline": {"database_url": database_url, "data_dir": str(self.data_dir)},
+            "pipeline": {**warehouse_config(warehouse), "data_dir": str(self.data_dir)},
             "crm": {"source": str(self.crm_dir / "crm_{date}.csv")},
             "product_api": {
                 "base_url": api_base_url,
@@ -217,8 +300,12 @@ class PipelineWorld:
         write_crm_snapshots(self.crm_dir, start, end, WORLD_COMPANIES, WORLD_SEED)
 
     @property
+    def backend(self) -> str:
+        return sa.make_url(self.warehouse.database_url).get_backend_name()
+
+    @property
     def engine(self) -> sa.Engine:
-        return open_warehouse(self.database_url)
+        return open_warehouse(self.warehouse)
 
     def run(self, *tasks) -> bool:
         """Build tasks in-process with the local scheduler, with the failure alerts a command-line run
@@ -255,6 +342,15 @@ class PipelineWorld:
         )
 
 
+def warehouse_config(warehouse: WarehouseSettings) -> dict[str, str]:
+    """The ``[pipeline]`` keys of a warehouse, as a config file or Luigi's configuration holds them."""
+    return {
+        "database_url": warehouse.database_url,
+        "stg_schema": warehouse.stg_schema,
+        "analytics_schema": warehouse.analytics_schema,
+    }
+
+
 @contextlib.contextmanager
 def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
     """Set Luigi configuration options for the duration, then put back each named section as it was."""
@@ -285,10 +381,10 @@ def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
 
 @pytest.fixture
 def world(
-    tmp_path: Path, database_url: str, usage_api, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, warehouse: WarehouseSettings, usage_api, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[PipelineWorld]:
     """A PipelineWorld on each backend, with Luigi's configuration pointed at it for this test."""
-    world = PipelineWorld(tmp_path, database_url, usage_api.base_url)
+    world = PipelineWorld(tmp_path, warehouse, usage_api.base_url)
     monkeypatch.setenv("PRODUCT_API_CLIENT_ID", API_CLIENT_ID)
     monkeypatch.setenv("PRODUCT_API_CLIENT_SECRET", API_CLIENT_SECRET)
     with luigi_settings(world.settings):

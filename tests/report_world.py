@@ -18,10 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 import sqlalchemy as sa
-from conftest import company, load_day, throwaway_postgres_database
+from conftest import BACKENDS, company, load_day, make_warehouse, query
 
 from pipeline.reporting import notebook as report_notebook
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
 FIRST = dt.date(2026, 9, 1)
 DAY = FIRST + dt.timedelta(days=9)  # D: ten loaded days, so churn risk is known on D-1 and D
@@ -73,7 +73,7 @@ def write_validation_warning(data_dir: Path, day: dt.date) -> None:
 @dataclass
 class Rendered:
     backend: str
-    database_url: str
+    warehouse: WarehouseSettings
     data_dir: Path
     manifest: dict
 
@@ -95,30 +95,39 @@ class Rendered:
 
     @property
     def engine(self) -> sa.Engine:
-        return open_warehouse(self.database_url)
+        return open_warehouse(self.warehouse)
 
 
-def render_world(backend: str, database_url: str, root: Path) -> Rendered:
-    build_days(open_warehouse(database_url), 10)
+def render_world(backend: str, warehouse: WarehouseSettings, root: Path) -> Rendered:
+    build_days(open_warehouse(warehouse), 10)
     data_dir = root / "data"
     write_validation_warning(data_dir, DAY)
-    manifest = report_notebook.render_report(database_url, data_dir, DAY)
-    return Rendered(backend, database_url, data_dir, manifest)
+    manifest = report_notebook.render_report(warehouse, data_dir, DAY)
+    return Rendered(backend, warehouse, data_dir, manifest)
+
+
+def _report(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp(f"report-{backend}")
+    with make_warehouse(backend, request, root) as warehouse:
+        yield render_world(backend, warehouse, root)
 
 
 @pytest.fixture(scope="module")
-def sqlite_report(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
-    root = tmp_path_factory.mktemp("report-sqlite")
-    return render_world("sqlite", f"sqlite:///{root / 'warehouse.db'}", root)
+def sqlite_report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    yield from _report("sqlite", request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def postgres_report(tmp_path_factory: pytest.TempPathFactory):
-    with throwaway_postgres_database("pipeline_report") as url:
-        yield render_world("postgres", url, tmp_path_factory.mktemp("report-postgres"))
+def postgres_report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    yield from _report("postgres", request, tmp_path_factory)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module")
+def mariadb_report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    yield from _report("mariadb", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
 def rendered(request: pytest.FixtureRequest) -> Rendered:
     """The report of DAY, rendered once per backend."""
     return request.getfixturevalue(f"{request.param}_report")
@@ -172,9 +181,12 @@ def direct_totals(engine: sa.Engine, day: dt.date) -> dict[str, int | None]:
     with engine.connect() as connection:
         row = connection.execute(
             sa.text(
-                "SELECT COUNT(*), SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END), SUM(active_users), "
-                "SUM(events), SUM(CASE WHEN is_churn_risk THEN 1 ELSE 0 END), COUNT(is_churn_risk) "
-                "FROM analytics.company_daily_activity WHERE activity_date = :day"
+                query(
+                    connection,
+                    "SELECT COUNT(*), SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END), SUM(active_users), "
+                    "SUM(events), SUM(CASE WHEN is_churn_risk THEN 1 ELSE 0 END), COUNT(is_churn_risk) "
+                    "FROM {analytics}.company_daily_activity WHERE activity_date = :day",
+                )
             ).bindparams(sa.bindparam("day", day, type_=sa.Date()))
         ).one()
     companies, active_companies, users, events, at_risk, churn_known = (int(value or 0) for value in row)

@@ -46,7 +46,7 @@ from pipeline.quality import store
 from pipeline.reporting import mailer, notebook
 from pipeline.reporting.data import data_version
 from pipeline.warehouse import corrections
-from pipeline.warehouse.engine import read_only_engine, table_exists
+from pipeline.warehouse.engine import WarehouseSettings, read_only_engine, table_exists
 from pipeline.warehouse.sql import WarehouseError, run_sql
 
 FRESH_AND_HEALTHY, CANNOT_READ, BAD_COMMAND_LINE, STALE, MISSING_DAY, FAILED_GATE = 0, 1, 2, 3, 4, 5
@@ -151,7 +151,7 @@ class Status:
 
 
 def collect_status(
-    database_url: str,
+    warehouse: WarehouseSettings,
     data_dir: Path | str,
     *,
     last: dt.date,
@@ -164,7 +164,7 @@ def collect_status(
     if days < 1:
         raise ValueError("the window needs at least one day (--days 1 or more)")
     first = last - dt.timedelta(days=days - 1)
-    facts = _read_warehouse(database_url, first, last)
+    facts = _read_warehouse(warehouse, first, last)
     window = []
     for offset in range(days):
         day = first + dt.timedelta(days=offset)
@@ -179,7 +179,7 @@ def collect_status(
     )
 
 
-def _read_warehouse(database_url: str, first: dt.date, last: dt.date) -> dict[str, Any]:
+def _read_warehouse(warehouse: WarehouseSettings, first: dt.date, last: dt.date) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "loaded": {},
         "validations": {},
@@ -189,7 +189,7 @@ def _read_warehouse(database_url: str, first: dt.date, last: dt.date) -> dict[st
         "newest": None,
     }
     try:
-        engine = read_only_engine(database_url)
+        engine = read_only_engine(warehouse)
     except (WarehouseError, sa.exc.ArgumentError) as error:
         raise StatusError(str(error)) from None
     if engine is None:
@@ -227,7 +227,7 @@ def _read_warehouse(database_url: str, first: dt.date, last: dt.date) -> dict[st
                 ):
                     facts["validations"][(clock.as_date(row.activity_date), row.dataset)] = dict(row._mapping)
     except sa.exc.SQLAlchemyError as error:
-        shown = sa.make_url(database_url).render_as_string(hide_password=True)
+        shown = sa.make_url(warehouse.database_url).render_as_string(hide_password=True)
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise StatusError(f"cannot read the warehouse {shown}: {detail}") from None
     finally:
@@ -518,7 +518,7 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         status = collect_status(
-            config.database_url,
+            WarehouseSettings(**config.warehouse_settings()),
             config.data_dir,
             last=arguments.date or clock.yesterday_utc(),
             days=arguments.days,

@@ -21,7 +21,7 @@ from pipeline.reporting.data import data_version
 from pipeline.reporting.mailer import send_history, send_log_path
 from pipeline.reporting.notebook import REPORT_HTML, read_manifest, report_dir
 from pipeline.sources import landing
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 from pipeline.warehouse.ledger import loaded_day, staged_load
 
 
@@ -48,13 +48,13 @@ class StagedTarget(luigi.Target):
     """A dataset/date pair staged from exactly the current raw landing."""
 
     def __init__(
-        self, database_url: str, dataset: str, load_date: dt.date, landing_target: LandingTarget
+        self, warehouse: WarehouseSettings, dataset: str, load_date: dt.date, landing_target: LandingTarget
     ) -> None:
-        self.database_url, self.dataset, self.load_date = database_url, dataset, load_date
+        self.warehouse, self.dataset, self.load_date = warehouse, dataset, load_date
         self.landing_target = landing_target
 
     def staged_landing_id(self) -> str | None:
-        with open_warehouse(self.database_url).connect() as connection:
+        with open_warehouse(self.warehouse).connect() as connection:
             record = staged_load(connection, self.dataset, self.load_date)
         return None if record is None else record["landing_id"]
 
@@ -66,11 +66,11 @@ class StagedTarget(luigi.Target):
 class MergedDayTarget(luigi.Target):
     """A day merged into the mart from exactly the currently staged landings of both sources."""
 
-    def __init__(self, database_url: str, activity_date: dt.date) -> None:
-        self.database_url, self.activity_date = database_url, activity_date
+    def __init__(self, warehouse: WarehouseSettings, activity_date: dt.date) -> None:
+        self.warehouse, self.activity_date = warehouse, activity_date
 
     def exists(self) -> bool:
-        with open_warehouse(self.database_url).connect() as connection:
+        with open_warehouse(self.warehouse).connect() as connection:
             record = loaded_day(connection, self.activity_date)
             if record is None:
                 return False
@@ -107,8 +107,8 @@ class ValidatedTarget(luigi.Target):
 class ReportTarget(luigi.Target):
     """The report of a day, rendered from the data of that day as it is now."""
 
-    def __init__(self, database_url: str, data_dir: Path | str, day: dt.date) -> None:
-        self.database_url, self.data_dir, self.day = database_url, Path(data_dir), day
+    def __init__(self, warehouse: WarehouseSettings, data_dir: Path | str, day: dt.date) -> None:
+        self.warehouse, self.data_dir, self.day = warehouse, Path(data_dir), day
 
     @property
     def path(self) -> Path:
@@ -118,15 +118,15 @@ class ReportTarget(luigi.Target):
         manifest = read_manifest(self.data_dir, self.day)
         if manifest is None:
             return False
-        with open_warehouse(self.database_url).connect() as connection:
+        with open_warehouse(self.warehouse).connect() as connection:
             return manifest.get("data_version") == data_version(connection, self.day)
 
 
 class SentReportTarget(luigi.Target):
     """The report of a day, for its current data, was mailed (or deliberately not: see sent.json)."""
 
-    def __init__(self, database_url: str, data_dir: Path | str, day: dt.date) -> None:
-        self.database_url, self.data_dir, self.day = database_url, Path(data_dir), day
+    def __init__(self, warehouse: WarehouseSettings, data_dir: Path | str, day: dt.date) -> None:
+        self.warehouse, self.data_dir, self.day = warehouse, Path(data_dir), day
 
     @property
     def path(self) -> Path:
@@ -136,5 +136,5 @@ class SentReportTarget(luigi.Target):
         history = send_history(self.data_dir, self.day)
         if not history:
             return False
-        with open_warehouse(self.database_url).connect() as connection:
+        with open_warehouse(self.warehouse).connect() as connection:
             return history[-1].get("data_version") == data_version(connection, self.day)

@@ -55,7 +55,7 @@ from pipeline.reporting import mailer, notebook
 from pipeline.sources import crm_location, crm_snapshot, landing, usage_landing
 from pipeline.sources.product_api import ApiSettings, ProductApiClient
 from pipeline.warehouse import corrections, merge, staging
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
 log = logging.getLogger("pipeline")
 
@@ -83,8 +83,9 @@ class DayTask(luigi.Task):
         return PipelineConfig().data_path
 
     @property
-    def database_url(self) -> str:
-        return PipelineConfig().database_url
+    def warehouse(self) -> WarehouseSettings:
+        """The warehouse of ``[pipeline]``: its URL, schema names and lock timeout."""
+        return WarehouseSettings(**PipelineConfig().warehouse_settings())
 
     def progress(self, message: str, percentage: float | None = None) -> None:
         """Progress for the luigid visualiser, and the log."""
@@ -185,16 +186,14 @@ class StageCrm(DayTask):
         return self.clone(FetchCrmSnapshot)
 
     def output(self) -> StagedTarget:
-        return StagedTarget(self.database_url, CRM, self.date, self.input())
+        return StagedTarget(self.warehouse, CRM, self.date, self.input())
 
     @exclusive_run
     def run(self) -> None:
         started = time.monotonic()
         manifest, snapshot = crm_snapshot.read_landed_snapshot(self.data_dir, self.date)
         self.progress(f"staging {len(snapshot.companies)} CRM rows")
-        count = staging.stage_crm(
-            open_warehouse(self.database_url), self.date, snapshot, manifest["landing_id"]
-        )
+        count = staging.stage_crm(open_warehouse(self.warehouse), self.date, snapshot, manifest["landing_id"])
         self.progress(f"staged {count} CRM rows", 100)
         self.log_done(started, rows=count, warnings=len(snapshot.warnings))
 
@@ -206,7 +205,7 @@ class StageProductUsage(DayTask):
         return self.clone(FetchProductUsage)
 
     def output(self) -> StagedTarget:
-        return StagedTarget(self.database_url, USAGE, self.date, self.input())
+        return StagedTarget(self.warehouse, USAGE, self.date, self.input())
 
     @exclusive_run
     def run(self) -> None:
@@ -215,7 +214,7 @@ class StageProductUsage(DayTask):
         self.progress(f"staging {len(rows)} usage rows")
         source = str(landing.day_dir(self.data_dir, USAGE, self.date))
         count = staging.stage_usage(
-            open_warehouse(self.database_url), self.date, rows, source, manifest["landing_id"]
+            open_warehouse(self.warehouse), self.date, rows, source, manifest["landing_id"]
         )
         self.progress(f"staged {count} usage rows", 100)
         self.log_done(started, rows=count, pages=manifest["page_count"])
@@ -255,7 +254,7 @@ class ValidateCrm(GatedDayTask):
         started = time.monotonic()
         self.progress("validating the staged CRM snapshot")
         outcome = gates.validate_crm(
-            open_warehouse(self.database_url),
+            open_warehouse(self.warehouse),
             self.date,
             self.data_dir,
             landing_id=self.input().staged_landing_id(),
@@ -282,7 +281,7 @@ class ValidateProductUsage(GatedDayTask):
         started = time.monotonic()
         self.progress("validating the staged product usage")
         outcome = gates.validate_product_usage(
-            open_warehouse(self.database_url),
+            open_warehouse(self.warehouse),
             self.date,
             self.data_dir,
             landing_id=self.input().staged_landing_id(),
@@ -304,14 +303,14 @@ class MergeDay(GatedDayTask):
         return {"crm": self.clone(ValidateCrm), "usage": self.clone(ValidateProductUsage)}
 
     def output(self) -> MergedDayTarget:
-        return MergedDayTarget(self.database_url, self.date)
+        return MergedDayTarget(self.warehouse, self.date)
 
     @exclusive_run
     def run(self) -> None:
         started = time.monotonic()
         self.progress("merging")
         result = merge.merge_day(
-            open_warehouse(self.database_url),
+            open_warehouse(self.warehouse),
             self.date,
             before_commit=gates.output_validator(self.data_dir, **self.validation_settings()),
         )
@@ -332,7 +331,7 @@ class RenderReport(GatedDayTask):
         return self.clone(MergeDay)
 
     def output(self) -> ReportTarget:
-        return ReportTarget(self.database_url, self.data_dir, self.date)
+        return ReportTarget(self.warehouse, self.data_dir, self.date)
 
     @exclusive_run
     def run(self) -> None:
@@ -340,7 +339,7 @@ class RenderReport(GatedDayTask):
         config = ReportConfig()
         self.progress("executing the report notebook", 10)
         manifest = notebook.render_report(
-            self.database_url,
+            self.warehouse,
             self.data_dir,
             self.date,
             notebook_path=config.notebook or None,
@@ -359,7 +358,7 @@ class SendReport(GatedDayTask):
         return self.clone(RenderReport)
 
     def output(self) -> SentReportTarget:
-        return SentReportTarget(self.database_url, self.data_dir, self.date)
+        return SentReportTarget(self.warehouse, self.data_dir, self.date)
 
     @exclusive_run
     def run(self) -> None:
@@ -371,7 +370,7 @@ class SendReport(GatedDayTask):
         self.progress(
             f"mailing the report to {len(recipients)} recipient(s)" if recipients else "not mailing"
         )
-        with open_warehouse(self.database_url).connect() as connection:
+        with open_warehouse(self.warehouse).connect() as connection:
             changes = corrections.latest_correction(connection, self.date)
         entry = mailer.deliver(
             self.data_dir,

@@ -35,6 +35,7 @@ from pipeline import clock
 from pipeline.config import FAILURE_EXIT_CODES
 from pipeline.orchestration import alerts, status
 from pipeline.redaction import redact_text
+from pipeline.warehouse.engine import WarehouseSettings
 
 LOG_TAIL_LINES = 60
 LOG_TAIL_BYTES = 64 * 1024
@@ -241,7 +242,7 @@ _CHECK_EXIT_CODES = {
 def check_freshness(
     day: dt.date,
     *,
-    database_url: str,
+    warehouse: WarehouseSettings,
     data_dir: Path | str,
     max_age_hours: float,
     log_file: Path | str | None,
@@ -250,7 +251,7 @@ def check_freshness(
     """Check that ``day`` is loaded and passed; alert when not. Returns (exit status, the sentence, what
     the alert channels did or None when nothing was sent)."""
     try:
-        result = status.collect_status(database_url, data_dir, last=day, days=1, max_age_hours=max_age_hours)
+        result = status.collect_status(warehouse, data_dir, last=day, days=1, max_age_hours=max_age_hours)
     except status.StatusError as error:
         problem = ("WarehouseUnreadable", f"the freshness check could not read the warehouse: {error}")
     else:
@@ -297,7 +298,7 @@ def check_freshness_main(argv: Sequence[str]) -> int:
     day = arguments.date or clock.yesterday_utc()
     code, sentence, outcome = check_freshness(
         day,
-        database_url=config.database_url,
+        warehouse=WarehouseSettings(**config.warehouse_settings()),
         data_dir=config.data_dir,
         max_age_hours=MonitoringConfig().max_age_hours,
         log_file=arguments.log_file,

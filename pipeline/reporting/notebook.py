@@ -1,9 +1,10 @@
 """The daily churn report: execute ``reports/daily_churn_report.ipynb`` for a date D and render it.
 
 Execution is nbclient (see ``docs/report.md`` for why not papermill): the notebook's ``parameters``
-cell is followed by an injected cell with the day's values, and the kernel gets the database URL
-through the environment (``PIPELINE_DATABASE_URL``), never as a parameter, because parameters are
-written into the executed notebook. A cell that raises fails the render with that cell's error.
+cell is followed by an injected cell with the day's values, and the kernel gets the warehouse through
+the environment (``PIPELINE_DATABASE_URL``, ``PIPELINE_STG_SCHEMA``, ``PIPELINE_ANALYTICS_SCHEMA``),
+never as parameters, because parameters are written into the executed notebook (and a URL may hold a
+password). A cell that raises fails the render with that cell's error.
 
 Everything for D goes to ``{data_dir}/reports/date=D/``:
 
@@ -36,11 +37,13 @@ from pipeline.reporting.rendering import (
     browser_html,
     email_html,
 )
-from pipeline.warehouse.engine import absolute_database_url, open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, absolute_database_url, open_warehouse
 
 log = logging.getLogger("pipeline.report")
 
 DATABASE_URL_ENV = "PIPELINE_DATABASE_URL"
+STG_SCHEMA_ENV = "PIPELINE_STG_SCHEMA"
+ANALYTICS_SCHEMA_ENV = "PIPELINE_ANALYTICS_SCHEMA"
 REPORTS_DIR = "reports"
 EXECUTED_NOTEBOOK = "daily_churn_report.ipynb"
 FAILED_NOTEBOOK = "daily_churn_report.failed.ipynb"
@@ -101,20 +104,34 @@ def inject_parameters(notebook: Any, parameters: dict[str, Any]) -> Any:
     return notebook
 
 
-def kernel_environment(database_url: str) -> dict[str, str]:
+def kernel_environment(warehouse: WarehouseSettings) -> dict[str, str]:
     """The kernel's environment: ours without the secrets it has no use for (API credentials, the SMTP
-    password, the webhook URL), plus the database URL and the project on the import path."""
+    password, the webhook URL), plus the warehouse and the project on the import path."""
 
     environment = {key: value for key, value in os.environ.items() if key not in SECRET_ENV_VARS}
-    environment[DATABASE_URL_ENV] = absolute_database_url(database_url)
+    environment[DATABASE_URL_ENV] = absolute_database_url(warehouse.database_url)
+    environment[STG_SCHEMA_ENV] = warehouse.stg_schema
+    environment[ANALYTICS_SCHEMA_ENV] = warehouse.analytics_schema
     paths = [str(project.project_root()), *filter(None, environment.get("PYTHONPATH", "").split(os.pathsep))]
     environment["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     environment["MPLBACKEND"] = "Agg"
     return environment
 
 
+def warehouse_from_environment() -> WarehouseSettings | None:
+    """The warehouse :func:`kernel_environment` passed to the kernel; None in a notebook opened by hand."""
+    database_url = os.environ.get(DATABASE_URL_ENV)
+    if not database_url:
+        return None
+    return WarehouseSettings(
+        database_url,
+        stg_schema=os.environ.get(STG_SCHEMA_ENV) or "stg",
+        analytics_schema=os.environ.get(ANALYTICS_SCHEMA_ENV) or "analytics",
+    )
+
+
 def execute_notebook(
-    notebook: Any, *, working_dir: Path, database_url: str, timeout: int, failed_path: Path
+    notebook: Any, *, working_dir: Path, warehouse: WarehouseSettings, timeout: int, failed_path: Path
 ) -> Any:
     """Run every cell in a fresh kernel; a raising cell raises :class:`ReportCellError`."""
     import asyncio
@@ -139,7 +156,7 @@ def execute_notebook(
             # nested calls on a helper thread that a forked worker (luigi --workers N) inherits dead,
             # and the report then hangs. cleanup_kc: shut the kernel down afterwards, although the
             # client did not create its manager.
-            asyncio.run(client.async_execute(env=kernel_environment(database_url), cleanup_kc=True))
+            asyncio.run(client.async_execute(env=kernel_environment(warehouse), cleanup_kc=True))
             return notebook
         except CellExecutionError as error:
             failure = error
@@ -158,7 +175,7 @@ def execute_notebook(
 
 
 def render_report(
-    database_url: str,
+    warehouse: WarehouseSettings,
     data_dir: Path | str,
     day: dt.date,
     *,
@@ -175,7 +192,7 @@ def render_report(
     (directory / MANIFEST).unlink(missing_ok=True)  # from here on the day's report is not done
     for stale in [*directory.glob("*.png"), *directory.glob("*.csv"), directory / SUMMARY]:
         stale.unlink(missing_ok=True)
-    with open_warehouse(database_url).connect() as connection:
+    with open_warehouse(warehouse).connect() as connection:
         version = data_version(connection, day)
     if version is None:
         raise ReportError(f"{day.isoformat()} is not loaded: there is nothing to report")
@@ -195,7 +212,7 @@ def render_report(
     execute_notebook(
         notebook,
         working_dir=directory,
-        database_url=database_url,
+        warehouse=warehouse,
         timeout=timeout,
         failed_path=directory / FAILED_NOTEBOOK,
     )

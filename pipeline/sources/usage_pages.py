@@ -56,7 +56,8 @@ def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = 
                 and type(company_id) is str
                 and users >= 0
                 and events >= 0
-                and company_id.strip()
+                and company_id == company_id.strip()
+                and company_id
             ):
                 append((company_id, users, events))
                 continue
@@ -75,6 +76,9 @@ def _usage_row(item: Any, where: str) -> tuple[str, int, int]:
     company_id = item["company_id"]
     if not isinstance(company_id, str) or not company_id.strip():
         raise UsagePageError(f"{where}: company_id must be a non-empty string, got {json.dumps(company_id)}")
+    # Trimmed like the CRM snapshot's ids: "C1 " is the company C1 on every backend (MySQL's PAD SPACE
+    # collations would match it with "C1" while PostgreSQL and SQLite would not).
+    company_id = company_id.strip()
     counts = []
     for name in ("active_users", "events"):
         value = item[name]

@@ -1,7 +1,8 @@
 """What a re-merge changed: the record behind the "What changed" section of a correction mail.
 
 When a day D that is already loaded is merged again (``RunDaily --refresh``, a re-staged source), the
-merge keeps the rows of D .. D+6 as they were in a temporary table of its session, and after writing
+merge keeps the rows of D .. D+6 as they were in a scratch table (``analytics.rows_before_merge``,
+filled and emptied inside the merge's transaction), and after writing
 compares them with the new rows: rows added and removed, how many rows changed in each column, and the
 day's headline numbers (companies, active users, companies at churn risk) before and after. Every day
 that changed gets a row in ``analytics.day_corrections``, written in the merge's own transaction, so a
@@ -69,7 +70,7 @@ class DayCorrection:
 
 def keep_rows_before_merge(connection: Connection, first_date: dt.date, last_date: dt.date) -> None:
     """Copy the rows of ``first_date`` .. ``last_date`` aside, in the caller's transaction."""
-    run_sql(connection, "marts/drop_rows_before_merge")
+    run_sql(connection, "marts/clear_rows_before_merge")
     run_sql(connection, "marts/keep_rows_before_merge", first_date=first_date, last_date=last_date)
 
 
@@ -103,7 +104,7 @@ def record_changes(
         if correction.changed:
             _record(connection, correction)
             corrections.append(correction)
-    run_sql(connection, "marts/drop_rows_before_merge")
+    run_sql(connection, "marts/clear_rows_before_merge")
     return tuple(corrections)
 
 

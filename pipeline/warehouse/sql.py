@@ -1,9 +1,23 @@
 """Running the SQL of ``sql/``: one statement's purpose per file, named by its layer and file
 (``run_sql(connection, "marts/insert_company_daily_activity_day", ...)``), and bulk loads.
 
+**Schema names.** The files name their tables ``{stg}.crm_daily`` and ``{analytics}.company_daily_activity``:
+``[pipeline] stg_schema`` and ``analytics_schema`` choose the real names (schemas on PostgreSQL, databases on
+MySQL, attached files on SQLite). This is templating of two identifiers, not rewriting of SQL: the names
+are validated (``^[a-z_][a-z0-9_]{0,62}$``), quoted by the dialect's own identifier preparer, and put in
+place once per engine and file (cached, never per statement); values are always bound parameters, and a
+placeholder other than ``{stg}`` / ``{analytics}`` is an error. SQLAlchemy's ``schema_translate_map`` would
+be the library's answer, but it does not apply to ``text()`` SQL (its documentation says so), and a
+session ``search_path`` cannot work on MySQL, where one statement reads ``stg`` and writes ``analytics``.
+
+**Dialect variants.** Where a dialect needs other SQL, ``sql/<layer>/<name>.<family>.sql`` sits beside the
+common file; :func:`read_sql` is the one place that chooses, by dialect family (``mysql`` for both MySQL and
+MariaDB). No statement is rewritten at run time.
+
 Values are bound typed (dates as DATE, timestamps as UTC without a zone), so each backend gets its native
-value. Bulk loads are ``COPY`` on PostgreSQL and one ``executemany`` on SQLite, in the caller's
-transaction.
+value; the boolean columns are read back as True/False/None on every backend. Bulk loads are ``COPY`` on
+PostgreSQL, ``LOAD DATA LOCAL INFILE`` on MySQL and one ``executemany`` on SQLite, in the caller's
+transaction, and fail as :class:`BulkLoadError` whatever the backend.
 """
 
 from __future__ import annotations
@@ -11,15 +25,21 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import logging
+import os
 import re
+import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from pipeline import project
+
+log = logging.getLogger("pipeline")
 
 # Timestamps are stored as UTC without a zone. On SQLite that is ISO text without the 'T' (the format
 # of SQLite's own datetime()), and without microseconds when there are none.
@@ -31,22 +51,140 @@ UtcTimestamp = sa.DateTime().with_variant(
     "sqlite",
 )
 
+# The BOOLEAN columns of the warehouse. PostgreSQL returns bool, SQLite and MySQL (TINYINT(1)) 1/0: typed
+# here, once, every query of run_sql reads them back as True/False/None on every backend.
+BOOLEAN_COLUMNS = ("is_churn_risk", "success", "accept_row_drop", "row_drop_accepted")
+
+# The placeholders of the SQL files and the [pipeline] keys that name them.
+SCHEMA_KEYS = ("stg", "analytics")
+# Lower case: MySQL's lower_case_table_names differs between Linux and Windows/macOS servers. At most 63
+# characters: PostgreSQL truncates longer identifiers (MySQL allows 64).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PLACEHOLDER = re.compile(r"\{([^{}\s]*)\}")
+
+# Option of the engines made by pipeline.warehouse.engine: what their SQL is rendered with.
+SQL_CONTEXT_OPTION = "pipeline_sql_context"
+
 
 class WarehouseError(RuntimeError):
     """The warehouse cannot be reached or set up."""
+
+
+class SchemaNameError(WarehouseError, ValueError):
+    """A configured schema name is not a plain lower-case identifier."""
+
+
+class SqlTemplateError(WarehouseError):
+    """A SQL file or table name has a placeholder other than ``{stg}`` and ``{analytics}``."""
+
+
+class BulkLoadError(WarehouseError):
+    """A bulk load did not store exactly the rows it was given (a duplicate key, a value the column
+    refuses...): the caller's transaction rolls back."""
+
+
+@dataclass(frozen=True)
+class SchemaNames:
+    """The names of the two schemas (``[pipeline] stg_schema``, ``analytics_schema``), validated."""
+
+    stg: str = "stg"
+    analytics: str = "analytics"
+
+    def __post_init__(self) -> None:
+        for key in SCHEMA_KEYS:
+            name = getattr(self, key)
+            if not isinstance(name, str) or not SCHEMA_NAME.fullmatch(name):
+                raise SchemaNameError(
+                    f"[pipeline] {key}_schema = {name!r} is not a valid schema name: use 1 to 63 lower-case "
+                    "letters, digits and underscores, not starting with a digit"
+                )
+        if self.stg == self.analytics:
+            raise SchemaNameError(
+                f"[pipeline] stg_schema and analytics_schema are both {self.stg!r}: give them different names"
+            )
+
+
+def dialect_family(dialect: Dialect) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql``: MariaDB speaks the MySQL family's SQL (SQLAlchemy names its
+    dialect ``mariadb`` for a ``mariadb://`` URL, ``mysql`` otherwise)."""
+    return "mysql" if dialect.name in ("mysql", "mariadb") else dialect.name
+
+
+@dataclass(frozen=True)
+class SqlContext:
+    """What one engine's SQL is rendered with: its dialect family (which file variants) and the two schema
+    names, quoted for that dialect. Built once per engine and kept in its execution options."""
+
+    family: str
+    schemas: SchemaNames
+    quoted: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect, schemas: SchemaNames) -> SqlContext:
+        preparer = dialect.identifier_preparer
+        quoted = tuple((key, preparer.quote_schema(getattr(schemas, key))) for key in SCHEMA_KEYS)
+        return cls(dialect_family(dialect), schemas, quoted)
+
+    def render(self, template: str, origin: str = "SQL") -> str:
+        """``template`` with ``{stg}`` and ``{analytics}`` replaced by the quoted schema names."""
+        names = dict(self.quoted)
+
+        def substitute(match: re.Match) -> str:
+            key = match.group(1)
+            if key not in names:
+                raise SqlTemplateError(
+                    f"{origin} has the placeholder {{{key}}}: only {{stg}} and {{analytics}} are known "
+                    "(values are bound parameters, :name)"
+                )
+            return names[key]
+
+        return _PLACEHOLDER.sub(substitute, template)
+
+
+def sql_context(bind: Connection | Engine) -> SqlContext:
+    """The :class:`SqlContext` of the engine behind ``bind``."""
+    context = bind.get_execution_options().get(SQL_CONTEXT_OPTION)
+    if context is None:
+        raise WarehouseError(
+            "this engine does not know the warehouse's schema names: open the warehouse with "
+            "pipeline.warehouse.engine.create_engine or open_warehouse"
+        )
+    return context
+
+
+def with_schema_names(bind: Connection | Engine, template: str) -> str:
+    """A table name or ad-hoc statement (``"{stg}.crm_daily"``) with the schema names of ``bind``."""
+    return sql_context(bind).render(template, repr(template))
 
 
 def is_postgres(connection: Connection | Engine) -> bool:
     return connection.dialect.name == "postgresql"
 
 
-@functools.lru_cache(maxsize=128)
-def read_sql(name: str) -> str:
-    """The text of ``sql/<name>.sql``."""
-    path = project.sql_dir() / f"{name}.sql"
+def is_mysql(connection: Connection | Engine) -> bool:
+    """MySQL or MariaDB."""
+    return dialect_family(connection.dialect) == "mysql"
+
+
+@functools.lru_cache(maxsize=256)
+def read_sql(name: str, family: str) -> str:
+    """The text of ``sql/<name>.<family>.sql`` when that variant exists, else of ``sql/<name>.sql``.
+
+    The one place where a dialect's variant is chosen (``family`` from :func:`dialect_family`)."""
+    directory = project.sql_dir()
+    variant = directory / f"{name}.{family}.sql"
+    path = variant if variant.exists() else directory / f"{name}.sql"
     if not path.exists():
         raise WarehouseError(f"missing SQL file {path}")
     return path.read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=512)
+def rendered_sql(name: str, context: SqlContext) -> str:
+    """The file ``name`` for ``context`` without comments, schema names in place: rendered once per
+    engine configuration (the cache key), then reused by every statement."""
+    # Comments go: SQLAlchemy would read a ":name" in a comment as a parameter.
+    return context.render(strip_comments(read_sql(name, context.family)), f"sql/{name}.sql")
 
 
 def split_statements(sql_text: str) -> list[str]:
@@ -55,6 +193,10 @@ def split_statements(sql_text: str) -> list[str]:
     return [
         statement.strip() for statement in re.split(r";\s*\n", without_comments + "\n") if statement.strip()
     ]
+
+
+def strip_comments(sql_text: str) -> str:
+    return re.sub(r"--[^\n]*", "", sql_text).strip()
 
 
 def _bound(statement: str, params: dict[str, Any]) -> sa.TextClause:
@@ -70,19 +212,16 @@ def _bound(statement: str, params: dict[str, Any]) -> sa.TextClause:
     return sa.text(statement).bindparams(*binds)
 
 
-@functools.lru_cache(maxsize=64)
-def _statement(name: str) -> str:
-    # Comments go: SQLAlchemy would read a ":name" in a comment as a parameter.
-    return strip_comments(read_sql(name))
-
-
-def strip_comments(sql_text: str) -> str:
-    return re.sub(r"--[^\n]*", "", sql_text).strip()
+_BOOLEAN_RESULT_TYPES = {name: sa.Boolean() for name in BOOLEAN_COLUMNS}
 
 
 def run_sql(connection: Connection, name: str, **params: Any) -> sa.CursorResult:
-    """Run the one statement in ``sql/<name>.sql`` with named parameters."""
-    return connection.execute(_bound(_statement(name), params))
+    """Run the one statement in ``sql/<name>.sql`` (or its dialect's variant) with named parameters.
+
+    Result columns named like a BOOLEAN column come back as True/False/None on every backend (typed by
+    name: a column of that name that a query does not return is simply not there)."""
+    statement = _bound(rendered_sql(name, sql_context(connection)), params)
+    return connection.execute(statement.columns(**_BOOLEAN_RESULT_TYPES))
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -94,7 +233,7 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def _copy_text_value(value: Any) -> str:
-    """One value in PostgreSQL's COPY text format."""
+    """One value in PostgreSQL's COPY text format (also what MySQL's LOAD DATA reads, see below)."""
     if value is None:
         return r"\N"
     text = value.isoformat(sep=" ") if isinstance(value, dt.datetime) else str(value)
@@ -104,31 +243,112 @@ def _copy_text_value(value: Any) -> str:
 def bulk_insert(
     connection: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
-    """Insert many rows in the connection's transaction: COPY on PostgreSQL, executemany on SQLite."""
+    """Insert many rows into ``table`` (``"{stg}.crm_daily"``) in the connection's transaction: COPY on
+    PostgreSQL, LOAD DATA LOCAL INFILE on MySQL, executemany on SQLite. Returns the rows inserted; a row
+    the table refuses raises :class:`BulkLoadError` naming the table."""
+    target = with_schema_names(connection, table)
     quoted = ", ".join(f'"{column}"' for column in columns)
-    if is_postgres(connection):
-        buffer = io.StringIO()
-        count = 0
-        for row in rows:
-            buffer.write("\t".join(_copy_text_value(value) for value in row))
-            buffer.write("\n")
-            count += 1
-        buffer.seek(0)
-        cursor = connection.connection.cursor()
-        try:
-            cursor.copy_expert(f"COPY {table} ({quoted}) FROM STDIN", buffer)
-        finally:
-            cursor.close()
-        return count
-    materialised = [tuple(_sqlite_value(value) for value in row) for row in rows]
-    if materialised:
-        placeholders = ", ".join("?" for _ in columns)
-        connection.exec_driver_sql(f"INSERT INTO {table} ({quoted}) VALUES ({placeholders})", materialised)
+    family = sql_context(connection).family
+    materialised = [tuple(row) for row in rows]
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        if family == "postgresql":
+            _copy(connection, target, quoted, materialised)
+        elif family == "mysql":
+            _load_data_local(connection, target, quoted, materialised)
+        else:
+            _executemany(connection, target, quoted, [tuple(map(_sqlite_value, row)) for row in materialised])
+    except (sa.exc.DBAPIError, dbapi_error) as error:
+        reason = getattr(error, "orig", None) or error
+        raise BulkLoadError(
+            f"bulk load of {len(materialised)} rows into {target} failed: {_first_line(reason)}"
+        ) from error
     return len(materialised)
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _copy(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_text_value(value) for value in row))
+        buffer.write("\n")
+    buffer.seek(0)
+    cursor = connection.connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {target} ({quoted}) FROM STDIN", buffer)
+    finally:
+        cursor.close()
+
+
+def _executemany(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
+    if rows:
+        placeholders = ", ".join("?" for _ in rows[0])
+        connection.exec_driver_sql(f"INSERT INTO {target} ({quoted}) VALUES ({placeholders})", rows)
+
+
+# MySQL errors of a server or client that refuses LOAD DATA LOCAL: 1148 (older servers), 3948 (MySQL 8.0
+# with local_infile=OFF), 4166 (MariaDB with local_infile off on either side).
+LOCAL_INFILE_REFUSED = (1148, 3948, 4166)
+# LOAD DATA reads exactly the COPY text format of _copy_text_value: fields split by TAB, rows by LF, "\N"
+# is NULL, backslash escapes. Hex literals, because '\t'-style literals change meaning (or fail with
+# error 1083) when the session has NO_BACKSLASH_ESCAPES.
+_LOAD_DATA = (
+    "LOAD DATA LOCAL INFILE %s INTO TABLE {target} CHARACTER SET utf8mb4 "
+    "FIELDS TERMINATED BY X'09' ESCAPED BY X'5C' LINES TERMINATED BY X'0A' ({columns})"
+)
+
+
+def _load_data_local(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
+    """LOAD DATA LOCAL INFILE from a temporary file; batched INSERTs when the server refuses LOCAL.
+
+    LOCAL makes the server treat bad rows like IGNORE does, even in strict mode (it cannot stop the
+    client's transfer half way): a duplicate key is skipped and a bad value stored as something else,
+    each with a warning. So any warning, or a row count other than the rows sent, fails the load."""
+    if not rows:
+        return
+    cursor = connection.connection.cursor()
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the server reads it, removed below
+        "w", encoding="utf-8", newline="\n", prefix="pipeline-load-", suffix=".tsv", delete=False
+    )
+    try:
+        with handle:
+            for row in rows:
+                handle.write("\t".join(_copy_text_value(value) for value in row))
+                handle.write("\n")
+        try:
+            cursor.execute(_LOAD_DATA.format(target=target, columns=quoted), (handle.name,))
+        except connection.dialect.loaded_dbapi.Error as error:
+            if not error.args or error.args[0] not in LOCAL_INFILE_REFUSED:
+                raise
+            log.warning(
+                "the MySQL server refuses LOAD DATA LOCAL INFILE (%s): loading %s with batched INSERTs, "
+                "about 4x slower; set the server's local_infile = ON (docs/mysql.md)",
+                _first_line(error),
+                target,
+            )
+            cursor.executemany(
+                f"INSERT INTO {target} ({quoted}) VALUES ({', '.join('%s' for _ in rows[0])})", rows
+            )
+        loaded = cursor.rowcount
+        cursor.execute("SHOW WARNINGS")
+        warnings = cursor.fetchall()
+    finally:
+        cursor.close()
+        os.unlink(handle.name)
+    if warnings or loaded != len(rows):
+        details = "; ".join(f"{level} {code}: {message}" for level, code, message in warnings[:3])
+        raise BulkLoadError(
+            f"bulk load of {len(rows)} rows into {target} failed: the server stored {loaded} rows"
+            + (f" with {len(warnings)} warning(s): {details}" if warnings else "")
+        )
+
+
 def normalise_value(value: Any) -> Any:
-    """A value read back from either backend in one comparable form (dates and timestamps as text)."""
+    """A value read back from any backend in one comparable form (dates and timestamps as text)."""
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, dt.date):

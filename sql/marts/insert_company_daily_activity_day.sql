@@ -1,4 +1,4 @@
--- One day (:activity_date, D) of analytics.company_daily_activity, written once, rolling columns included.
+-- One day (:activity_date, D) of {analytics}.company_daily_activity, written once, rolling columns included.
 -- Runs in the merge's transaction after D's rows were deleted and before D is recorded as loaded.
 --   rows: every company of the CRM snapshot in effect for D (:crm_snapshot_date) with D's usage (0
 --         without a row), plus every company with usage on D that this snapshot does not know (an
@@ -10,7 +10,7 @@
 -- Usage days are counted (active_users <> 0 OR events <> 0) rather than summed: the same for the
 -- non-negative staged values, and no 32-bit overflow on PostgreSQL.
 -- All date arithmetic is the caller's, so the text is the same on every backend.
-INSERT INTO analytics.company_daily_activity (
+INSERT INTO {analytics}.company_daily_activity (
     activity_date, company_id, company_name, country, industry_tag, last_contact_at,
     active_users, events, "7d_active_users", is_churn_risk, record_loaded_at
 )
@@ -25,8 +25,8 @@ day_rows AS (
         crm.last_contact_at,
         COALESCE(api.active_users, 0) AS active_users,
         COALESCE(api.events, 0) AS events
-    FROM stg.crm_daily AS crm
-    LEFT JOIN stg.product_usage_daily AS api
+    FROM {stg}.crm_daily AS crm
+    LEFT JOIN {stg}.product_usage_daily AS api
         ON api.activity_date = :activity_date
         AND api.company_id = crm.company_id
     WHERE crm.snapshot_date = :crm_snapshot_date
@@ -36,11 +36,11 @@ day_rows AS (
     -- ... and the orphans: usage on the day from companies this snapshot does not know (the NULLs take
     -- their types from the branch above)
     SELECT api.company_id, NULL, NULL, NULL, NULL, api.active_users, api.events
-    FROM stg.product_usage_daily AS api
+    FROM {stg}.product_usage_daily AS api
     WHERE api.activity_date = :activity_date
         AND NOT EXISTS (
             SELECT 1
-            FROM stg.crm_daily AS crm
+            FROM {stg}.crm_daily AS crm
             WHERE crm.snapshot_date = :crm_snapshot_date
                 AND crm.company_id = api.company_id
         )
@@ -51,14 +51,14 @@ previous_six_days AS (
         company_id,
         SUM(active_users) AS active_users_6d,
         SUM(CASE WHEN active_users <> 0 OR events <> 0 THEN 1 ELSE 0 END) AS usage_days_6d
-    FROM analytics.company_daily_activity
+    FROM {analytics}.company_daily_activity
     WHERE activity_date BETWEEN :window_start AND :previous_date
     GROUP BY company_id
 ),
 
 loaded_before AS (
     SELECT COUNT(*) AS loaded_days
-    FROM analytics.loaded_days
+    FROM {analytics}.loaded_days
     WHERE activity_date BETWEEN :window_start AND :previous_date
 )
 

@@ -7,7 +7,7 @@ rows_after AS (
     SELECT
         activity_date, company_id, company_name, country, industry_tag, last_contact_at,
         active_users, events, "7d_active_users", is_churn_risk
-    FROM analytics.company_daily_activity
+    FROM {analytics}.company_daily_activity
     WHERE activity_date BETWEEN :first_date AND :last_date
 ),
 
@@ -35,7 +35,7 @@ compared AS (
             OR (after_merge.is_churn_risk IS NULL) <> (before_merge.is_churn_risk IS NULL)
             THEN 1 ELSE 0 END AS is_churn_risk
     FROM rows_after AS after_merge
-    JOIN rows_before_merge AS before_merge
+    JOIN {analytics}.rows_before_merge AS before_merge
         ON before_merge.activity_date = after_merge.activity_date
         AND before_merge.company_id = after_merge.company_id
 ),
@@ -60,7 +60,7 @@ changed_per_day AS (
 added_per_day AS (
     SELECT after_merge.activity_date, COUNT(*) AS rows_added
     FROM rows_after AS after_merge
-    LEFT JOIN rows_before_merge AS before_merge
+    LEFT JOIN {analytics}.rows_before_merge AS before_merge
         ON before_merge.activity_date = after_merge.activity_date
         AND before_merge.company_id = after_merge.company_id
     WHERE before_merge.company_id IS NULL
@@ -69,7 +69,7 @@ added_per_day AS (
 
 removed_per_day AS (
     SELECT before_merge.activity_date, COUNT(*) AS rows_removed
-    FROM rows_before_merge AS before_merge
+    FROM {analytics}.rows_before_merge AS before_merge
     LEFT JOIN rows_after AS after_merge
         ON after_merge.activity_date = before_merge.activity_date
         AND after_merge.company_id = before_merge.company_id
@@ -83,7 +83,7 @@ totals_before AS (
         COUNT(*) AS companies,
         SUM(active_users) AS active_users,
         SUM(CASE WHEN is_churn_risk = TRUE THEN 1 ELSE 0 END) AS churn_risk
-    FROM rows_before_merge
+    FROM {analytics}.rows_before_merge
     GROUP BY activity_date
 ),
 

@@ -30,7 +30,7 @@ window_usage AS (
             AND (active_users <> 0 OR events <> 0) THEN 1 ELSE 0 END) AS usage_days_5,
         SUM(CASE WHEN activity_date BETWEEN :from6 AND :day6
             AND (active_users <> 0 OR events <> 0) THEN 1 ELSE 0 END) AS usage_days_6
-    FROM analytics.company_daily_activity
+    FROM {analytics}.company_daily_activity
     WHERE activity_date BETWEEN :scan_from AND :scan_to
     GROUP BY company_id
 ),
@@ -43,7 +43,7 @@ loaded_in_window AS (
         SUM(CASE WHEN activity_date BETWEEN :from4 AND :day4 THEN 1 ELSE 0 END) AS loaded_days_4,
         SUM(CASE WHEN activity_date BETWEEN :from5 AND :day5 THEN 1 ELSE 0 END) AS loaded_days_5,
         SUM(CASE WHEN activity_date BETWEEN :from6 AND :day6 THEN 1 ELSE 0 END) AS loaded_days_6
-    FROM analytics.loaded_days
+    FROM {analytics}.loaded_days
     WHERE activity_date BETWEEN :from1 AND :day6
 ),
 
@@ -56,7 +56,7 @@ target_days AS (
     UNION ALL SELECT :day6
 )
 
-UPDATE analytics.company_daily_activity AS target
+UPDATE {analytics}.company_daily_activity AS target
 SET
     "7d_active_users" = CASE target.activity_date
         WHEN :day1 THEN window_usage.active_users_1

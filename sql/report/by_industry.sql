@@ -7,6 +7,6 @@ SELECT
     COALESCE(SUM(active_users), 0) AS active_users,
     COALESCE(SUM(events), 0) AS events,
     COUNT(CASE WHEN is_churn_risk = TRUE THEN 1 END) AS churn_risk_companies
-FROM analytics.company_daily_activity
+FROM {analytics}.company_daily_activity
 WHERE activity_date = :activity_date
 GROUP BY industry_tag

@@ -7,8 +7,8 @@ SELECT
     loaded.loaded_at,
     (
         SELECT MAX(activity.record_loaded_at)
-        FROM analytics.company_daily_activity AS activity
+        FROM {analytics}.company_daily_activity AS activity
         WHERE activity.activity_date = :activity_date
     ) AS rows_loaded_at
-FROM analytics.loaded_days AS loaded
+FROM {analytics}.loaded_days AS loaded
 WHERE loaded.activity_date = :activity_date

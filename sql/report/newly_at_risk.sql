@@ -16,8 +16,8 @@ WITH newly AS (
         today.last_contact_at,
         previous."7d_active_users" AS previous_7d_active_users,
         previous.is_churn_risk AS previous_churn_risk
-    FROM analytics.company_daily_activity AS today
-    LEFT JOIN analytics.company_daily_activity AS previous
+    FROM {analytics}.company_daily_activity AS today
+    LEFT JOIN {analytics}.company_daily_activity AS previous
         ON previous.activity_date = :previous_date
         AND previous.company_id = today.company_id
     WHERE today.activity_date = :activity_date
@@ -34,12 +34,12 @@ SELECT
         WHEN newly.previous_churn_risk = FALSE THEN :week_before
         ELSE (
             SELECT MAX(loaded.activity_date)
-            FROM analytics.loaded_days AS loaded
+            FROM {analytics}.loaded_days AS loaded
             WHERE loaded.activity_date >= :lookback_start
                 AND loaded.activity_date < :activity_date
                 AND EXISTS (
                     SELECT 1
-                    FROM analytics.company_daily_activity AS activity
+                    FROM {analytics}.company_daily_activity AS activity
                     WHERE activity.activity_date = loaded.activity_date
                         AND activity.company_id = newly.company_id
                         AND (activity.active_users > 0 OR activity.events > 0)

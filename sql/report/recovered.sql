@@ -8,8 +8,8 @@ SELECT
     today.active_users,
     today.events,
     today."7d_active_users" AS active_users_7d
-FROM analytics.company_daily_activity AS today
-JOIN analytics.company_daily_activity AS previous
+FROM {analytics}.company_daily_activity AS today
+JOIN {analytics}.company_daily_activity AS previous
     ON previous.activity_date = :previous_date
     AND previous.company_id = today.company_id
 WHERE today.activity_date = :activity_date

@@ -1,9 +1,9 @@
 -- Staging tables: the sources as loaded, one set of rows per source date.
--- Every loaded date is kept; re-staging a date replaces that date only. stg.loads records which
+-- Every loaded date is kept; re-staging a date replaces that date only. {stg}.loads records which
 -- dataset/date pairs are staged, from which raw landing (landing_id): the staging tasks' completion
 -- marker, and what the merge records so that a re-staged day is merged again.
 
-CREATE TABLE IF NOT EXISTS stg.crm_daily (
+CREATE TABLE IF NOT EXISTS {stg}.crm_daily (
     snapshot_date   DATE         NOT NULL,
     company_id      VARCHAR(64)  NOT NULL,
     company_name    VARCHAR(512),
@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS stg.crm_daily (
     PRIMARY KEY (snapshot_date, company_id)
 );
 
-CREATE TABLE IF NOT EXISTS stg.product_usage_daily (
+CREATE TABLE IF NOT EXISTS {stg}.product_usage_daily (
     activity_date DATE        NOT NULL,
     company_id    VARCHAR(64) NOT NULL,
     active_users  INTEGER     NOT NULL CHECK (active_users >= 0),
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS stg.product_usage_daily (
     PRIMARY KEY (activity_date, company_id)
 );
 
-CREATE TABLE IF NOT EXISTS stg.loads (
+CREATE TABLE IF NOT EXISTS {stg}.loads (
     dataset    VARCHAR(32)   NOT NULL,
     load_date  DATE          NOT NULL,
     row_count  INTEGER       NOT NULL,

@@ -4,7 +4,7 @@
 -- committed day. accept_row_drop says the day was run with --accept-row-drop; row_drop_accepted says
 -- that a row-drop (or empty-day) check actually failed and was accepted by that override.
 
-CREATE TABLE IF NOT EXISTS analytics.day_validations (
+CREATE TABLE IF NOT EXISTS {analytics}.day_validations (
     activity_date      DATE          NOT NULL,
     dataset            VARCHAR(32)   NOT NULL,
     success            BOOLEAN       NOT NULL,

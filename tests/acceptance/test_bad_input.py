@@ -17,7 +17,7 @@ from pathlib import Path
 import luigi
 import luigi.configuration
 import pytest
-from conftest import luigi_settings, reset_postgres, table_rows
+from conftest import BACKENDS, luigi_settings, make_warehouse, query, table_rows, warehouse_config
 
 from pipeline import RunDaily, clock, datasets, files
 from pipeline.quality import gates, store
@@ -25,7 +25,7 @@ from pipeline.quality.results import DataValidationError
 from pipeline.sources import landing, usage_landing
 from pipeline.sources.crm_snapshot import CrmSnapshotError, CrmSnapshotNotFound
 from pipeline.sources.product_api import UsagePageError
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
 DAY = dt.date(2026, 11, 20)
 BASELINE = DAY - dt.timedelta(days=1)
@@ -56,12 +56,12 @@ def usage_page(day: dt.date, rows: list[dict]) -> bytes:
 
 
 class Sandbox:
-    def __init__(self, root: Path, database_url: str) -> None:
-        self.root, self.database_url = root, database_url
+    def __init__(self, root: Path, warehouse: WarehouseSettings) -> None:
+        self.root, self.warehouse = root, warehouse
         self.data_dir, self.crm_dir = root / "data", root / "crm"
         self.crm_dir.mkdir(parents=True, exist_ok=True)
         self.settings = {
-            "pipeline": {"database_url": database_url, "data_dir": str(self.data_dir)},
+            "pipeline": {**warehouse_config(warehouse), "data_dir": str(self.data_dir)},
             "crm": {"source": str(self.crm_dir / "crm_{date}.csv")},
             "product_api": {"base_url": "http://127.0.0.1:9"},  # never called: every day is landed
             "validation": {"max_row_drop": "0.10"},
@@ -123,10 +123,10 @@ class Sandbox:
 
     def state(self) -> tuple[list, list]:
         """The whole mart (with record_loaded_at) and the record of loaded days."""
-        engine = open_warehouse(self.database_url)
+        engine = open_warehouse(self.warehouse)
         with engine.connect() as connection:
             loaded = connection.exec_driver_sql(
-                "SELECT * FROM analytics.loaded_days ORDER BY activity_date"
+                query(connection, "SELECT * FROM {analytics}.loaded_days ORDER BY activity_date")
             ).all()
         return table_rows(engine, with_loaded_at=True), [tuple(map(str, row)) for row in loaded]
 
@@ -134,25 +134,23 @@ class Sandbox:
         return store.results_path(self.data_dir, DAY, dataset, ".html")
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def baseline_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(scope="module", params=BACKENDS)
+def baseline(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WarehouseSettings]:
     """A warehouse per backend with the baseline day loaded through the graph, shared by the module."""
     root = tmp_path_factory.mktemp(f"baseline-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'warehouse.db'}"
-    else:
-        url = request.getfixturevalue("postgres_server_url")
-        reset_postgres(url)
-    sandbox = Sandbox(root, url)
-    with luigi_settings(sandbox.settings):
-        sandbox.put_good_day(BASELINE)
-        assert sandbox.run(BASELINE), FAILURES
-    return url
+    with make_warehouse(request.param, request, root) as warehouse:
+        sandbox = Sandbox(root, warehouse)
+        with luigi_settings(sandbox.settings):
+            sandbox.put_good_day(BASELINE)
+            assert sandbox.run(BASELINE), FAILURES
+        yield warehouse
 
 
 @pytest.fixture
-def sandbox(baseline_url: str, tmp_path: Path) -> Iterator[Sandbox]:
-    box = Sandbox(tmp_path, baseline_url)
+def sandbox(baseline: WarehouseSettings, tmp_path: Path) -> Iterator[Sandbox]:
+    box = Sandbox(tmp_path, baseline)
     with luigi_settings(box.settings):
         yield box
 
@@ -336,14 +334,21 @@ def test_awkward_but_valid_crm_files_load_with_their_warnings(sandbox: Sandbox, 
     assert len(warnings) == len(ACCEPTED_CRM[name])
     for warning, expected in zip(warnings, ACCEPTED_CRM[name], strict=True):
         assert warning.startswith("CRM snapshot 2026-11-20: ") and expected in warning
-    with open_warehouse(sandbox.database_url).connect() as connection:
+    with open_warehouse(sandbox.warehouse).connect() as connection:
         count = connection.exec_driver_sql(
-            "SELECT COUNT(*) FROM analytics.company_daily_activity WHERE activity_date = '2026-11-20'"
+            query(
+                connection,
+                "SELECT COUNT(*) FROM {analytics}.company_daily_activity WHERE activity_date = '2026-11-20'",
+            )
         ).scalar()
         names = {
             row[0]
             for row in connection.exec_driver_sql(
-                "SELECT company_name FROM analytics.company_daily_activity WHERE activity_date = '2026-11-20'"
+                query(
+                    connection,
+                    "SELECT company_name FROM {analytics}.company_daily_activity "
+                    "WHERE activity_date = '2026-11-20'",
+                )
             )
         }
     assert count == 50
@@ -479,7 +484,7 @@ def test_accept_row_drop_loads_a_real_drop_and_records_it(sandbox: Sandbox, sour
     assert not sandbox.run()
     assert sandbox.run(accept_row_drop=True), FAILURES
 
-    with open_warehouse(sandbox.database_url).connect() as connection:
+    with open_warehouse(sandbox.warehouse).connect() as connection:
         records = {row["dataset"]: row for row in gates.recorded_validations(connection, DAY)}
     assert set(records) == {"crm", "product_usage", "company_daily_activity"}
     assert {name for name, row in records.items() if row["row_drop_accepted"]} == accepted

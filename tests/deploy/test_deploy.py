@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, PipelineWorld
+from conftest import PROJECT_ROOT, PipelineWorld, query
 from loopback_servers import SmtpSink
 from webhook_receiver import WebhookReceiver
 
@@ -127,7 +127,9 @@ def run_nightly(world: PipelineWorld, **extra_env: str) -> subprocess.CompletedP
 
 def loaded_days(world: PipelineWorld) -> list[dt.date]:
     with world.engine.connect() as connection:
-        rows = connection.exec_driver_sql("SELECT activity_date FROM analytics.loaded_days").all()
+        rows = connection.exec_driver_sql(
+            query(connection, "SELECT activity_date FROM {analytics}.loaded_days")
+        ).all()
     return sorted(as_date(row[0]) for row in rows)
 
 

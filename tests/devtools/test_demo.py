@@ -36,3 +36,20 @@ def test_the_demo_writes_only_under_its_own_folder_and_loads_every_day(tmp_path:
         days = connection.exec_driver_sql("SELECT COUNT(*) FROM loaded_days").scalar()
     engine.dispose()
     assert days == 3
+
+
+def test_on_a_mysql_server_the_demo_uses_databases_of_its_own() -> None:
+    from devtools.demo import demo_schemas
+
+    assert demo_schemas("mysql://root@127.0.0.1:3306/company_activity") == {
+        "stg_schema": "company_activity_stg",
+        "analytics_schema": "company_activity_analytics",
+    }
+    assert demo_schemas("mariadb://root@db/") == {
+        "stg_schema": "demo_stg",
+        "analytics_schema": "demo_analytics",
+    }
+    assert demo_schemas("sqlite:///var/demo/warehouse.db") == {
+        "stg_schema": "stg",
+        "analytics_schema": "analytics",
+    }

@@ -243,7 +243,7 @@ def test_luigi_mails_the_failure_with_the_alert_summary(tmp_path: Path) -> None:
 # -- through the pipeline ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_failed_row_drop_check_alerts_with_the_checks_message(world: PipelineWorld, monkeypatch) -> None:
     first, second = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
     world.write_crm(first, second)
@@ -262,7 +262,7 @@ def test_a_failed_row_drop_check_alerts_with_the_checks_message(world: PipelineW
     assert "crm.row_drop" in crm_alert["error"] and "below" in crm_alert["error"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_failed_notebook_cell_fails_the_render_alerts_and_mails_no_report(
     world: PipelineWorld, tmp_path: Path, monkeypatch
 ) -> None:
@@ -295,7 +295,7 @@ def test_a_failed_notebook_cell_fails_the_render_alerts_and_mails_no_report(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_failing_luigi_run_posts_an_adaptive_card_that_teams_workflows_accept(world: PipelineWorld) -> None:
     day = dt.date(2026, 10, 1)  # no CRM file: FetchCrmSnapshot fails
     world.settings["alerts"] = {"webhook_format": "adaptive_card"}
@@ -314,7 +314,7 @@ def test_a_failing_luigi_run_posts_an_adaptive_card_that_teams_workflows_accept(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_an_undeliverable_alert_is_logged_and_the_run_still_reports_its_error(world: PipelineWorld) -> None:
     day = dt.date(2026, 10, 1)
     world.settings["alerts"] = {"webhook_attempts": "2", "webhook_timeout_seconds": "1"}

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PipelineWorld, table_rows
+from conftest import PipelineWorld, query, table_rows
 from test_tasks import expected_table
 
 from pipeline.orchestration import locks
 from pipeline.sources.crm_snapshot import CrmSnapshot
 from pipeline.warehouse import engine as warehouse_engine
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import create_engine
+from pipeline.warehouse.engine import WarehouseSettings, create_engine
 
 START = dt.date(2026, 10, 1)
 NOT_RUN, NOT_RUN_TEXT = 25, "not granted run permission by the scheduler"  # luigi.cfg [retcode]
@@ -111,8 +111,12 @@ def check_one_landing_each(world: PipelineWorld) -> None:
 def check_no_duplicates(world: PipelineWorld) -> None:
     with world.engine.connect() as connection:
         total, distinct = connection.exec_driver_sql(
-            "SELECT COUNT(*), COUNT(DISTINCT activity_date || '/' || company_id) "
-            "FROM analytics.company_daily_activity"
+            query(
+                connection,
+                "SELECT (SELECT COUNT(*) FROM {analytics}.company_daily_activity), "
+                "(SELECT COUNT(*) FROM (SELECT DISTINCT activity_date, company_id "
+                "FROM {analytics}.company_daily_activity) AS day_keys)",
+            )
         ).one()
     assert total == distinct
 
@@ -304,7 +308,7 @@ def test_a_file_lock_makes_another_process_wait_and_dies_with_its_holder(tmp_pat
 
 @pytest.mark.postgres
 def test_the_postgres_warehouse_write_lock_serialises_transactions(postgres_server_url: str) -> None:
-    engine = create_engine(postgres_server_url)
+    engine = create_engine(WarehouseSettings(postgres_server_url))
     with engine.begin() as holder:
         warehouse_engine.lock_warehouse_for_writing(holder)
         with engine.connect() as other, other.begin():
@@ -334,7 +338,7 @@ def test_staging_and_merge_take_the_warehouse_write_lock_first(engine: sa.Engine
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
 def test_two_worker_processes_share_a_10_day_backfill_through_one_luigid(
     world: PipelineWorld, usage_api, luigid: int
 ) -> None:

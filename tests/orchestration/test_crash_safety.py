@@ -42,7 +42,7 @@ from pathlib import Path
 
 import luigi.configuration
 import pytest
-from conftest import PipelineWorld, table_rows
+from conftest import PipelineWorld, query, table_rows
 from luigi.task_register import Register
 from test_tasks import expected_table
 
@@ -208,7 +208,7 @@ def run_forked(
 ) -> Outcome:
     """RunDaily in a forked child; SIGKILL it after ``kill_after`` seconds or once ``kill_when`` is set."""
     # No pooled PostgreSQL connection may cross the fork: the child would share its socket.
-    create_engine(world.database_url).dispose()
+    create_engine(world.warehouse).dispose()
     sys.stdout.flush()
     sys.stderr.flush()
     env = {ENV_VAR: kill_at} if kill_at else {}
@@ -285,7 +285,10 @@ def check_landings(world: PipelineWorld, *, finished: bool) -> None:
 def loaded_days(world: PipelineWorld) -> dict[dt.date, int]:
     with world.engine.connect() as connection:
         rows = connection.exec_driver_sql(
-            "SELECT activity_date, output_rows FROM analytics.loaded_days ORDER BY activity_date"
+            query(
+                connection,
+                "SELECT activity_date, output_rows FROM {analytics}.loaded_days ORDER BY activity_date",
+            )
         ).all()
     return {dt.date.fromisoformat(normalise_value(day)): int(count) for day, count in rows}
 
@@ -297,21 +300,33 @@ def check_warehouse(world: PipelineWorld) -> list[dt.date]:
         per_day = {
             dt.date.fromisoformat(normalise_value(day)): int(count)
             for day, count in connection.exec_driver_sql(
-                "SELECT activity_date, COUNT(*) FROM analytics.company_daily_activity GROUP BY activity_date"
+                query(
+                    connection,
+                    "SELECT activity_date, COUNT(*) FROM {analytics}.company_daily_activity "
+                    "GROUP BY activity_date",
+                )
             ).all()
         }
-        loads = connection.exec_driver_sql("SELECT dataset, load_date, row_count FROM stg.loads").all()
+        loads = connection.exec_driver_sql(
+            query(connection, "SELECT dataset, load_date, row_count FROM {stg}.loads")
+        ).all()
         staged = {
             ("crm", normalise_value(day)): int(count)
             for day, count in connection.exec_driver_sql(
-                "SELECT snapshot_date, COUNT(*) FROM stg.crm_daily GROUP BY snapshot_date"
+                query(
+                    connection, "SELECT snapshot_date, COUNT(*) FROM {stg}.crm_daily GROUP BY snapshot_date"
+                )
             ).all()
         }
         staged.update(
             {
                 ("product_usage", normalise_value(day)): int(count)
                 for day, count in connection.exec_driver_sql(
-                    "SELECT activity_date, COUNT(*) FROM stg.product_usage_daily GROUP BY activity_date"
+                    query(
+                        connection,
+                        "SELECT activity_date, COUNT(*) FROM {stg}.product_usage_daily "
+                        "GROUP BY activity_date",
+                    )
                 ).all()
             }
         )
@@ -395,7 +410,7 @@ def http_crm(world: PipelineWorld) -> Iterator[CrmHttpSource]:
 def test_kill_minus_nine_at_many_points_then_a_plain_rerun_repairs_the_day(
     world: PipelineWorld, http_crm: CrmHttpSource, tmp_path: Path
 ) -> None:
-    rng = random.Random(f"{SEED}-{world.database_url.split(':')[0]}")
+    rng = random.Random(f"{SEED}-{world.warehouse.database_url.split(':')[0]}")
     days = [START + dt.timedelta(days=offset) for offset in range(KILL_POINTS + 1)]
     world.write_crm(days[0], days[-1])
     runner._gx()  # import Great Expectations once, before the forks (see the module docstring)

@@ -48,6 +48,7 @@ from luigi.task import flatten
 from devtools.sample_data import CompanyUniverse
 from pipeline import RunDaily
 from pipeline.orchestration import scheduler
+from pipeline.warehouse.engine import WarehouseSettings
 
 pytestmark = pytest.mark.slow
 
@@ -189,7 +190,9 @@ def scheduled_run(tmp_path_factory: pytest.TempPathFactory, usage_api) -> Iterat
     """`RunDaily --date DAY` run once through a luigid that stays up for the tests of this module."""
     root = tmp_path_factory.mktemp("scheduled")
     (root / "world").mkdir()
-    world = PipelineWorld(root / "world", f"sqlite:///{root / 'warehouse.db'}", usage_api.base_url)
+    world = PipelineWorld(
+        root / "world", WarehouseSettings(f"sqlite:///{root / 'warehouse.db'}"), usage_api.base_url
+    )
     world.write_crm(DAY, DAY)
     with running_luigid(root / "luigid") as luigid:
         # The run finds luigid as a user's run does: no local_scheduler, no --local-scheduler.
@@ -455,7 +458,9 @@ def test_local_scheduler_flag_bypasses_a_running_luigid(scheduled_run: Scheduled
 
 
 def test_a_run_falls_back_to_the_local_scheduler_when_no_luigid_listens(tmp_path: Path, usage_api) -> None:
-    world = PipelineWorld(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}", usage_api.base_url)
+    world = PipelineWorld(
+        tmp_path, WarehouseSettings(f"sqlite:///{tmp_path / 'warehouse.db'}"), usage_api.base_url
+    )
     world.write_crm(DAY, DAY)
     dead_port = free_port()
     world.settings["core"] = project_core_settings(dead_port)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PipelineWorld, luigi_settings, reset_postgres
+from conftest import PipelineWorld, luigi_settings, query, unique_schema_names
 from loopback_servers import SmtpSink
 
 from pipeline import RunDaily
 from pipeline.orchestration import status
 from pipeline.orchestration.tasks import yesterday_utc
-from pipeline.warehouse.engine import read_only_engine
+from pipeline.warehouse.engine import WarehouseSettings, read_only_engine
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def recent(world: PipelineWorld) -> PipelineWorld:
     return world
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_loaded_window_is_fresh_and_healthy_with_every_fact_of_a_day(recent: PipelineWorld) -> None:
     world = recent
     days = [yesterday_utc() - dt.timedelta(days=back) for back in (2, 1, 0)]
@@ -80,14 +80,20 @@ def test_a_loaded_window_is_fresh_and_healthy_with_every_fact_of_a_day(recent: P
     with world.engine.connect() as connection:
         loaded = connection.execute(
             sa.text(
-                "SELECT crm_rows, usage_rows, output_rows, orphan_rows, crm_landing_id, usage_landing_id "
-                "FROM analytics.loaded_days WHERE activity_date = :day"
+                query(
+                    connection,
+                    "SELECT crm_rows, usage_rows, output_rows, orphan_rows, crm_landing_id, usage_landing_id "
+                    "FROM {analytics}.loaded_days WHERE activity_date = :day",
+                )
             ).bindparams(sa.bindparam("day", days[2], type_=sa.Date()))
         ).one()
         at_risk = connection.execute(
             sa.text(
-                "SELECT COUNT(*) FROM analytics.company_daily_activity WHERE activity_date = :day "
-                "AND is_churn_risk = TRUE"
+                query(
+                    connection,
+                    "SELECT COUNT(*) FROM {analytics}.company_daily_activity WHERE activity_date = :day "
+                    "AND is_churn_risk = TRUE",
+                )
             ).bindparams(sa.bindparam("day", days[2], type_=sa.Date()))
         ).scalar()
     assert last["rows"] == {
@@ -117,7 +123,7 @@ def test_a_loaded_window_is_fresh_and_healthy_with_every_fact_of_a_day(recent: P
     assert "Freshness: fresh" in table.stdout and "Exit status 0" in table.stdout
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_gap_in_the_window_exits_4_and_is_marked(recent: PipelineWorld) -> None:
     world = recent
     gap = yesterday_utc() - dt.timedelta(days=1)
@@ -133,7 +139,7 @@ def test_a_gap_in_the_window_exits_4_and_is_marked(recent: PipelineWorld) -> Non
     assert report["missing_days"] == [gap.isoformat()] and report["fresh"] is True
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_day_that_failed_its_gate_exits_5_with_the_check(recent: PipelineWorld) -> None:
     world = recent
     before = yesterday_utc() - dt.timedelta(days=1)
@@ -154,7 +160,7 @@ def test_a_day_that_failed_its_gate_exits_5_with_the_check(recent: PipelineWorld
     assert any("crm failed validation" in problem for problem in report["problems"])
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_an_old_table_is_stale_and_stale_wins(world: PipelineWorld) -> None:
     old = dt.date(2026, 10, 1)
     world.write_crm(old, old)
@@ -195,32 +201,32 @@ def test_the_precedence_of_the_exit_codes() -> None:
 def test_status_reads_a_warehouse_that_does_not_exist_without_creating_it(tmp_path: Path) -> None:
     database = tmp_path / "nowhere" / "warehouse.db"
     result = status.collect_status(
-        f"sqlite:///{database}", tmp_path / "data", last=dt.date(2026, 11, 20), days=2
+        WarehouseSettings(f"sqlite:///{database}"), tmp_path / "data", last=dt.date(2026, 11, 20), days=2
     )
     assert result.missing_days == [dt.date(2026, 11, 19), dt.date(2026, 11, 20)]
     assert result.exit_code == status.STALE
     assert list(tmp_path.iterdir()) == []  # no folder, no database file, no data_dir
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: the test below
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)  # PostgreSQL: the test below
 def test_status_never_writes_to_an_existing_sqlite_warehouse(world: PipelineWorld, tmp_path: Path) -> None:
     day = dt.date(2026, 10, 1)
     world.write_crm(day, day)
     assert world.run(RunDaily(date=day))
     files = sorted(path for path in world.root.glob("*.db*"))
     before = {path: path.stat().st_mtime_ns for path in files}
-    status.collect_status(world.database_url, world.data_dir, last=day, days=3)
+    status.collect_status(world.warehouse, world.data_dir, last=day, days=3)
     assert {path: path.stat().st_mtime_ns for path in sorted(world.root.glob("*.db*"))} == before
-    engine = read_only_engine(world.database_url)
+    engine = read_only_engine(world.warehouse)
     with engine.connect() as connection, pytest.raises(sa.exc.OperationalError, match="readonly"):
-        connection.exec_driver_sql("DELETE FROM analytics.loaded_days")
+        connection.exec_driver_sql(query(connection, "DELETE FROM {analytics}.loaded_days"))
     engine.dispose()
 
 
 @pytest.mark.postgres
 def test_status_creates_no_schema_on_postgresql(postgres_server_url: str, tmp_path: Path) -> None:
-    reset_postgres(postgres_server_url)
-    result = status.collect_status(postgres_server_url, tmp_path / "data", last=dt.date(2026, 11, 20), days=1)
+    warehouse = WarehouseSettings(postgres_server_url, **unique_schema_names())
+    result = status.collect_status(warehouse, tmp_path / "data", last=dt.date(2026, 11, 20), days=1)
     assert result.missing_days == [dt.date(2026, 11, 20)] and result.newest_loaded_day is None
     engine = sa.create_engine(postgres_server_url.replace("postgresql://", "postgresql+psycopg2://", 1))
     with engine.connect() as connection:
@@ -229,13 +235,13 @@ def test_status_creates_no_schema_on_postgresql(postgres_server_url: str, tmp_pa
             for row in connection.exec_driver_sql("SELECT schema_name FROM information_schema.schemata")
         }
     engine.dispose()
-    assert not {"stg", "analytics"} & schemas
-    read_only = read_only_engine(postgres_server_url)
+    assert not {warehouse.stg_schema, warehouse.analytics_schema} & schemas
+    read_only = read_only_engine(warehouse)
     with (
         read_only.connect() as connection,
         pytest.raises(sa.exc.InternalError, match="read-only transaction"),
     ):
-        connection.exec_driver_sql("CREATE SCHEMA analytics")
+        connection.exec_driver_sql(f"CREATE SCHEMA {warehouse.analytics_schema}")
     read_only.dispose()
 
 
@@ -272,7 +278,7 @@ def test_a_wrong_command_line_exits_2(tmp_path: Path) -> None:
         assert "usage: python -m pipeline status" in result.stderr
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_status_shows_what_the_latest_correction_of_a_day_changed(recent: PipelineWorld) -> None:
     world = recent
     day = yesterday_utc()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import WORLD_COMPANIES, WORLD_SEED, PipelineWorld, table_rows
+from conftest import WORLD_COMPANIES, WORLD_SEED, PipelineWorld, query, table_rows
 
 from devtools.sample_data import CompanyUniverse
 from pipeline import FetchCrmSnapshot, FetchProductUsage, MergeDay, RunDaily
@@ -70,7 +70,9 @@ def days(start: dt.date, count: int) -> list[dt.date]:
 def loaded_at(world: PipelineWorld) -> dict[dt.date, set]:
     with world.engine.connect() as connection:
         result = connection.exec_driver_sql(
-            "SELECT activity_date, record_loaded_at FROM analytics.company_daily_activity"
+            query(
+                connection, "SELECT activity_date, record_loaded_at FROM {analytics}.company_daily_activity"
+            )
         ).all()
     stamps: dict[dt.date, set] = {}
     for activity_date, stamp in result:
@@ -156,8 +158,11 @@ def test_refresh_refetches_keeps_the_prior_landing_and_rebuilds_the_following_da
     with world.engine.connect() as connection:
         name = connection.execute(
             sa.text(
-                "SELECT company_name FROM analytics.company_daily_activity "
-                "WHERE activity_date = :day AND company_id = :company_id"
+                query(
+                    connection,
+                    "SELECT company_name FROM {analytics}.company_daily_activity "
+                    "WHERE activity_date = :day AND company_id = :company_id",
+                )
             ).bindparams(sa.bindparam("day", week[0], type_=sa.Date()), company_id=first_id)
         ).scalar_one()
     assert name.startswith("Renamed ")

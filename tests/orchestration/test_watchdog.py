@@ -17,6 +17,7 @@ from pipeline import RunDaily
 from pipeline.orchestration import alerts, watchdog
 from pipeline.redaction import LOGGED_SECRET_ENV_VARS
 from pipeline.reporting import webhooks
+from pipeline.warehouse.engine import WarehouseSettings
 
 
 def test_the_log_tail_keeps_the_end_and_masks_secrets(tmp_path: Path, monkeypatch) -> None:
@@ -100,7 +101,7 @@ def test_alert_run_says_when_a_channel_did_not_take_it(tmp_path: Path) -> None:
     assert "e-mail: not sent ([email] receiver is empty" in result.stdout
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_check_freshness_alerts_a_day_that_failed_its_gate_with_code_5(
     world: PipelineWorld, monkeypatch
 ) -> None:
@@ -114,7 +115,7 @@ def test_check_freshness_alerts_a_day_that_failed_its_gate_with_code_5(
     with WebhookReceiver() as hook:
         monkeypatch.setenv(alerts.WEBHOOK_URL_ENV, hook.url())
         code, sentence, outcome = watchdog.check_freshness(
-            day, database_url=world.database_url, data_dir=world.data_dir, max_age_hours=30, log_file=None
+            day, warehouse=world.warehouse, data_dir=world.data_dir, max_age_hours=30, log_file=None
         )
     assert code == 5 and outcome["webhook"].delivered
     assert sentence.startswith("2026-10-02 failed validation: crm (1 failed check(s): ")
@@ -128,7 +129,7 @@ def test_check_freshness_alerts_when_the_warehouse_cannot_be_read(tmp_path: Path
         monkeypatch.setenv(alerts.WEBHOOK_URL_ENV, hook.url())
         code, sentence, _ = watchdog.check_freshness(
             dt.date(2026, 10, 2),
-            database_url="postgresql://nobody@127.0.0.1:1/none",
+            warehouse=WarehouseSettings("postgresql://nobody@127.0.0.1:1/none"),
             data_dir=tmp_path,
             max_age_hours=30,
             log_file=None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import PROJECT_ROOT, company, load_day, table_rows
+from conftest import PROJECT_ROOT, company, load_day, query, table_rows
 
 from pipeline import project
 from pipeline.orchestration import targets
@@ -21,7 +21,7 @@ from pipeline.quality.results import DataValidationError, ValidationOutcome
 from pipeline.quality.runner import SuiteError
 from pipeline.sources.crm_snapshot import CrmSnapshot
 from pipeline.warehouse import merge, staging
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
 DAY = dt.date(2026, 11, 20)
 BEFORE = DAY - dt.timedelta(days=1)
@@ -38,7 +38,9 @@ def stage(engine: sa.Engine, day: dt.date, crm: list, usage: list, landing_id: s
 
 def loaded_days(engine: sa.Engine) -> list[tuple]:
     with engine.connect() as connection:
-        rows = connection.exec_driver_sql("SELECT * FROM analytics.loaded_days ORDER BY activity_date").all()
+        rows = connection.exec_driver_sql(
+            query(connection, "SELECT * FROM {analytics}.loaded_days ORDER BY activity_date")
+        ).all()
     return [tuple(map(str, row)) for row in rows]
 
 
@@ -198,11 +200,14 @@ def test_accepting_a_drop_records_it_and_warns(engine: sa.Engine, tmp_path: Path
 
 def test_a_staged_timestamp_that_does_not_parse_fails_with_the_value(tmp_path: Path) -> None:
     # SQLite stores timestamps as text: a hand edit (or another writer) can leave one that does not parse.
-    engine = open_warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    engine = open_warehouse(WarehouseSettings(f"sqlite:///{tmp_path / 'warehouse.db'}"))
     stage(engine, DAY, companies(5, last_contact_at=dt.datetime(2026, 11, 19, 8)), [])
     with engine.begin() as connection:
         connection.exec_driver_sql(
-            "UPDATE stg.crm_daily SET last_contact_at = 'yesterday' WHERE company_id = 'C000004'"
+            query(
+                connection,
+                "UPDATE {stg}.crm_daily SET last_contact_at = 'yesterday' WHERE company_id = 'C000004'",
+            )
         )
     with pytest.raises(DataValidationError) as caught:
         gates.validate_crm(engine, DAY, tmp_path, landing_id="L1")
@@ -218,7 +223,7 @@ def test_a_staged_timestamp_that_does_not_parse_fails_with_the_value(tmp_path: P
 
 CORRUPTIONS = {
     "7d_below_active_users": (
-        "UPDATE analytics.company_daily_activity SET \"7d_active_users\" = 0 WHERE company_id = 'C000002'",
+        "UPDATE {analytics}.company_daily_activity SET \"7d_active_users\" = 0 WHERE company_id = 'C000002'",
         [
             "  - 7d_active_users, active_users "
             "[company_daily_activity.7d_active_users.at_least_active_users] 7d_active_users >= "
@@ -227,7 +232,7 @@ CORRUPTIONS = {
         ],
     ),
     "churn_risk_with_usage": (
-        "UPDATE analytics.company_daily_activity SET is_churn_risk = TRUE WHERE company_id = 'C000002'",
+        "UPDATE {analytics}.company_daily_activity SET is_churn_risk = TRUE WHERE company_id = 'C000002'",
         [
             "  - 7d_active_users [company_daily_activity.is_churn_risk.consistent_with_7d_active_users] "
             "is_churn_risk TRUE implies 7d_active_users = 0: 1 bad row of 1 (100.0%), e.g. company_id "
@@ -237,7 +242,7 @@ CORRUPTIONS = {
         ],
     ),
     "a_row_lost": (
-        "DELETE FROM analytics.company_daily_activity WHERE company_id = 'C000005'",
+        "DELETE FROM {analytics}.company_daily_activity WHERE company_id = 'C000005'",
         [
             "  - table [company_daily_activity.row_count.crm_plus_orphans] One row per company of the "
             "effective CRM snapshot plus one per orphan (a company with usage that the snapshot does not "
@@ -257,7 +262,9 @@ def test_a_bad_merge_result_is_rolled_back(engine: sa.Engine, tmp_path: Path, co
     validator = gates.output_validator(tmp_path)
 
     def corrupt_then_validate(connection, result) -> None:
-        connection.exec_driver_sql(statement)  # a bug in the merge, as the output suite would see it
+        connection.exec_driver_sql(
+            query(connection, statement)
+        )  # a bug in the merge, as the output suite would see it
         validator(connection, result)
 
     with pytest.raises(DataValidationError) as caught:
@@ -442,7 +449,7 @@ def _halve_crm_file(world, day: dt.date) -> None:
         csv.writer(handle).writerows(rows[: 1 + (len(rows) - 1) // 2])
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_luigi_run_compares_with_the_configured_baseline(world) -> None:
     """A CRM export that is small every Wednesday: previous_day fails the second Wednesday, same_weekday
     (set in the config, as an operator would) passes it."""

@@ -25,6 +25,7 @@ from report_world import (
     Rendered,
     change,
     direct_totals,
+    mariadb_report,
     postgres_report,
     rendered,
     sqlite_report,
@@ -34,7 +35,8 @@ from pipeline import RunDaily, config, files
 from pipeline.reporting import mailer
 from pipeline.reporting import notebook as report_notebook
 
-__all__ = ["postgres_report", "rendered", "sqlite_report"]  # module-scoped fixtures used here
+# The module-scoped fixtures used here.
+__all__ = ["mariadb_report", "postgres_report", "rendered", "sqlite_report"]
 
 RECIPIENTS = ["churn-team@example.test", "cs-leads@example.test"]
 SENDER = "pipeline@example.test"
@@ -226,7 +228,7 @@ def test_a_long_subject_is_folded_at_a_space_and_reads_back_unchanged(text: str,
 # -- through the Luigi graph ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_run_daily_mails_once_and_a_correction_after_refresh(world: PipelineWorld) -> None:
     day = dt.date(2026, 10, 1)
     world.write_crm(day, day)
@@ -259,7 +261,7 @@ def test_run_daily_mails_once_and_a_correction_after_refresh(world: PipelineWorl
     assert history[0]["data_version"] != history[1]["data_version"]
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 def test_a_correction_mail_says_what_changed_and_status_shows_it(world: PipelineWorld) -> None:
     day = dt.date(2026, 10, 1)
     world.write_crm(day, day)

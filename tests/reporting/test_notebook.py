@@ -35,6 +35,7 @@ from report_world import (
     build_days,
     change,
     direct_totals,
+    mariadb_report,
     number,
     postgres_report,
     rendered,
@@ -48,9 +49,10 @@ from pipeline.reporting import data as report_data
 from pipeline.reporting import notebook as report_notebook
 from pipeline.reporting import rendering
 from pipeline.sources import crm_location
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
-__all__ = ["postgres_report", "rendered", "sqlite_report"]  # module-scoped fixtures used here
+# The module-scoped fixtures used here.
+__all__ = ["mariadb_report", "postgres_report", "rendered", "sqlite_report"]
 
 
 # -- the numbers -----------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def test_the_email_body_is_mail_safe(rendered: Rendered) -> None:
     assert rendering.CORRECTION_SLOT in body
 
 
-def test_parameters_are_injected_and_the_database_url_is_not_one(rendered: Rendered) -> None:
+def test_parameters_are_injected_and_the_warehouse_is_not_one(rendered: Rendered) -> None:
     executed = nbformat.read(rendered.directory / report_notebook.EXECUTED_NOTEBOOK, as_version=4)
     tags = [cell.metadata.get("tags", []) for cell in executed.cells]
     parameters = tags.index(["parameters"])
@@ -182,8 +184,11 @@ def test_parameters_are_injected_and_the_database_url_is_not_one(rendered: Rende
     injected = executed.cells[parameters + 1].source
     assert f"report_date = '{DAY.isoformat()}'" in injected
     text = (rendered.directory / report_notebook.EXECUTED_NOTEBOOK).read_text()
-    assert rendered.database_url not in text
-    assert sa.make_url(rendered.database_url).database not in injected
+    assert rendered.warehouse.database_url not in text
+    # Nothing that names the warehouse is a parameter: its database (when the URL has one), its schemas.
+    database = sa.make_url(rendered.warehouse.database_url).database
+    for name in filter(None, (database, rendered.warehouse.stg_schema, rendered.warehouse.analytics_schema)):
+        assert name not in injected
 
 
 def test_chromium_opens_the_report_offline(sqlite_report: Rendered, tmp_path: Path) -> None:
@@ -230,10 +235,10 @@ def test_chromium_opens_the_report_offline(sqlite_report: Rendered, tmp_path: Pa
 
 
 def test_a_day_with_less_than_seven_days_of_history_renders_and_says_so(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    build_days(open_warehouse(url), 3)
+    warehouse = WarehouseSettings(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    build_days(open_warehouse(warehouse), 3)
     day = FIRST + dt.timedelta(days=2)
-    manifest = report_notebook.render_report(url, tmp_path / "data", day)
+    manifest = report_notebook.render_report(warehouse, tmp_path / "data", day)
     directory = report_notebook.report_dir(tmp_path / "data", day)
     page = (directory / report_notebook.REPORT_HTML).read_text()
     summary = json.loads((directory / report_notebook.SUMMARY).read_text())
@@ -251,11 +256,11 @@ def test_a_day_with_less_than_seven_days_of_history_renders_and_says_so(tmp_path
 
 
 def test_a_failing_cell_fails_the_render_with_that_cells_error(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    build_days(open_warehouse(url), 1)
+    warehouse = WarehouseSettings(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    build_days(open_warehouse(warehouse), 1)
     notebook = broken_notebook(tmp_path / "broken.ipynb")
     with pytest.raises(report_notebook.ReportCellError) as raised:
-        report_notebook.render_report(url, tmp_path / "data", FIRST, notebook_path=notebook)
+        report_notebook.render_report(warehouse, tmp_path / "data", FIRST, notebook_path=notebook)
     message = str(raised.value)
     assert "ValueError: no usage table for 2026-09-01" in message
     assert "raise ValueError" in message  # names the cell by its first line
@@ -266,12 +271,12 @@ def test_a_failing_cell_fails_the_render_with_that_cells_error(tmp_path: Path) -
 
 
 def test_the_report_target_follows_the_data_version(sqlite_report: Rendered) -> None:
-    target = targets.ReportTarget(sqlite_report.database_url, sqlite_report.data_dir, DAY)
+    target = targets.ReportTarget(sqlite_report.warehouse, sqlite_report.data_dir, DAY)
     assert target.exists()
     with sqlite_report.engine.connect() as connection:
         version = report_data.data_version(connection, DAY)
     assert sqlite_report.manifest["data_version"] == version
-    assert not targets.ReportTarget(sqlite_report.database_url, sqlite_report.data_dir, FIRST).exists()
+    assert not targets.ReportTarget(sqlite_report.warehouse, sqlite_report.data_dir, FIRST).exists()
 
 
 # -- data-quality sources (no kernel) ----------------------------------------------------------------------
@@ -311,15 +316,24 @@ def test_data_quality_falls_back_to_the_crm_parser_then_to_none(tmp_path: Path) 
     assert any("segment" in warning for warning in quality.warnings)
 
 
-def test_the_kernel_gets_the_database_url_and_none_of_the_other_secrets(monkeypatch) -> None:
+def test_the_kernel_gets_the_warehouse_and_none_of_the_other_secrets(monkeypatch) -> None:
     monkeypatch.setenv("PRODUCT_API_CLIENT_SECRET", "api-secret")
     monkeypatch.setenv("SMTP_PASSWORD", "smtp-secret")
     monkeypatch.setenv("PIPELINE_ALERT_WEBHOOK_URL", "https://hooks.example.test/secret")
     monkeypatch.setenv("PGPASSWORD", "kept: libpq reads it")
-    environment = report_notebook.kernel_environment("postgresql://reporter@db/warehouse")
+    monkeypatch.setenv("MYSQL_PWD", "kept: the MySQL engine reads it")
+    warehouse = WarehouseSettings("postgresql://reporter@db/warehouse", "raw", "marts")
+    environment = report_notebook.kernel_environment(warehouse)
     assert environment[report_notebook.DATABASE_URL_ENV] == "postgresql://reporter@db/warehouse"
+    assert environment[report_notebook.STG_SCHEMA_ENV] == "raw"
+    assert environment[report_notebook.ANALYTICS_SCHEMA_ENV] == "marts"
+    monkeypatch.setattr(report_notebook.os, "environ", environment)
+    assert report_notebook.warehouse_from_environment() == WarehouseSettings(
+        "postgresql://reporter@db/warehouse", "raw", "marts"
+    )
     assert not {"PRODUCT_API_CLIENT_SECRET", "SMTP_PASSWORD", "PIPELINE_ALERT_WEBHOOK_URL"} & set(environment)
     assert environment["PGPASSWORD"] == "kept: libpq reads it"
+    assert environment["MYSQL_PWD"] == "kept: the MySQL engine reads it"
     assert str(project.project_root()) in environment["PYTHONPATH"].split(":")
 
 
@@ -329,9 +343,10 @@ def test_the_kernel_opens_the_same_sqlite_file_as_a_run_from_the_project_folder(
     # The kernel runs in the report's folder: luigi.cfg's relative sqlite:///var/warehouse.db must not
     # become a new, empty database there.
     monkeypatch.chdir(tmp_path)
-    environment = report_notebook.kernel_environment("sqlite:///var/warehouse.db")
+    environment = report_notebook.kernel_environment(WarehouseSettings("sqlite:///var/warehouse.db"))
     assert environment[report_notebook.DATABASE_URL_ENV] == f"sqlite:///{tmp_path / 'var' / 'warehouse.db'}"
-    assert report_notebook.kernel_environment("sqlite://")[report_notebook.DATABASE_URL_ENV] == "sqlite://"
+    in_memory = report_notebook.kernel_environment(WarehouseSettings("sqlite://"))
+    assert in_memory[report_notebook.DATABASE_URL_ENV] == "sqlite://"
 
 
 def test_on_the_first_day_with_churn_risk_everyone_at_risk_is_new(rendered: Rendered) -> None:
@@ -354,7 +369,11 @@ def test_a_worker_forked_after_a_report_still_executes_its_own(tmp_path: Path) -
     def run_once(name: str) -> str:
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"print('{name}')")])
         executed = report_notebook.execute_notebook(
-            notebook, working_dir=tmp_path, database_url="sqlite://", timeout=60, failed_path=tmp_path / "x"
+            notebook,
+            working_dir=tmp_path,
+            warehouse=WarehouseSettings("sqlite://"),
+            timeout=60,
+            failed_path=tmp_path / "x",
         )
         return executed.cells[0].outputs[0]["text"].strip()
 

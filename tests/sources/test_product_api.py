@@ -25,7 +25,15 @@ import luigi.configuration
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import API_CLIENT_ID, API_CLIENT_SECRET, WORLD_COMPANIES, WORLD_SEED, PipelineWorld, table_rows
+from conftest import (
+    API_CLIENT_ID,
+    API_CLIENT_SECRET,
+    WORLD_COMPANIES,
+    WORLD_SEED,
+    PipelineWorld,
+    query,
+    table_rows,
+)
 from luigi.execution_summary import LuigiStatusCode
 from luigi.task_register import Register
 
@@ -45,6 +53,7 @@ from pipeline.sources.product_api import (
     parse_retry_after,
 )
 from pipeline.sources.usage_landing import fetch_day, read_landed_usage
+from pipeline.sources.usage_pages import DuplicateTracker, parse_usage_page
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID, CLIENT_SECRET = "cid-usage-7f3a9e", "csecret-never-shown-51c0d2"
@@ -313,6 +322,18 @@ def test_a_duplicate_row_across_pages_fails_naming_the_id_and_both_pages(tmp_pat
         "refusing to double count"
     )
     assert not (day_dir(tmp_path) / landing.MANIFEST_NAME).exists()
+
+
+def test_company_ids_are_trimmed_like_the_crms_and_a_padded_twin_is_a_duplicate() -> None:
+    # A padded id must not be a company of its own on PostgreSQL and SQLite while MySQL's PAD SPACE
+    # collation matches it with the trimmed one: trimmed on parsing, as the CRM snapshot's ids are.
+    page = b'{"data": [{"company_id": " C1 ", "active_users": 1, "events": 2}, {"company_id": "C2", '
+    page += b'"active_users": 0, "events": 0}], "next_cursor": null}'
+    assert parse_usage_page(page, DAY, 1).rows == [("C1", 1, 2), ("C2", 0, 0)]
+    twins = b'{"data": [{"company_id": "C1", "active_users": 1, "events": 2}, {"company_id": "C1\\t", '
+    twins += b'"active_users": 0, "events": 0}], "next_cursor": null}'
+    with pytest.raises(UsagePageError, match="company_id 'C1' appears twice"):
+        DuplicateTracker(DAY).add(parse_usage_page(twins, DAY, 1))
 
 
 def test_not_ready_is_its_own_error_and_is_not_retried(tmp_path: Path) -> None:
@@ -649,8 +670,11 @@ def staged_usage(world: PipelineWorld, day: dt.date) -> list[tuple]:
     with world.engine.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT company_id, active_users, events FROM stg.product_usage_daily "
-                "WHERE activity_date = :day ORDER BY company_id"
+                query(
+                    connection,
+                    "SELECT company_id, active_users, events FROM {stg}.product_usage_daily "
+                    "WHERE activity_date = :day ORDER BY company_id",
+                )
             ).bindparams(sa.bindparam("day", day, type_=sa.Date()))
         ).all()
     return [tuple(row) for row in rows]

@@ -7,11 +7,11 @@ import random
 
 import pytest
 import sqlalchemy as sa
-from conftest import company, load_day, row_for, table_rows
+from conftest import company, load_day, query, row_for, table_rows
 
 from pipeline.sources.crm_snapshot import CrmSnapshot, parse_timestamp
 from pipeline.warehouse import ledger, merge, staging
-from pipeline.warehouse.engine import open_warehouse
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
 
 DAY1 = dt.date(2026, 11, 1)
 
@@ -151,17 +151,17 @@ def test_late_correction_recomputes_the_following_six_loaded_days_only(engine):
     ]
 
 
-def test_loading_days_in_shuffled_order_gives_the_same_table(tmp_path, database_url):
+def test_loading_days_in_shuffled_order_gives_the_same_table(tmp_path, warehouse):
     schedule = _random_history(seed=11, days=15, companies=12)
 
-    shuffled_engine = open_warehouse(database_url)
+    shuffled_engine = open_warehouse(warehouse)
     order = list(schedule)
     random.Random(5).shuffle(order)
     for activity_date in order:
         load_day(shuffled_engine, activity_date, *schedule[activity_date])
     shuffled = table_rows(shuffled_engine)
 
-    in_order_engine = open_warehouse(f"sqlite:///{tmp_path / 'in_order.db'}")
+    in_order_engine = open_warehouse(WarehouseSettings(f"sqlite:///{tmp_path / 'in_order.db'}"))
     for activity_date in sorted(schedule):
         load_day(in_order_engine, activity_date, *schedule[activity_date])
     assert shuffled == table_rows(in_order_engine)
@@ -192,9 +192,12 @@ def test_a_failing_merge_leaves_the_table_exactly_as_it_was(engine):
     def violate_primary_key(connection, result):
         connection.execute(
             sa.text(
-                "INSERT INTO analytics.company_daily_activity "
-                "(activity_date, company_id, active_users, events, record_loaded_at) "
-                "VALUES (:day, 'A', 0, 0, :at)"
+                query(
+                    connection,
+                    "INSERT INTO {analytics}.company_daily_activity "
+                    "(activity_date, company_id, active_users, events, record_loaded_at) "
+                    "VALUES (:day, 'A', 0, 0, :at)",
+                )
             ).bindparams(
                 sa.bindparam("day", day(2), type_=sa.Date()), sa.bindparam("at", dt.datetime(2026, 1, 1))
             )

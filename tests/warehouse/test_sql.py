@@ -1,0 +1,240 @@
+"""The SQL runner: configurable schema names, dialect variants, typed results and strict bulk loads,
+on every backend."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import PROJECT_ROOT, company, load_day, query, table_rows
+
+from pipeline import datasets
+from pipeline.sources.crm_snapshot import CrmCompany
+from pipeline.warehouse import staging
+from pipeline.warehouse.engine import WarehouseSettings, open_warehouse, sqlite_schema_path
+from pipeline.warehouse.sql import (
+    BulkLoadError,
+    SchemaNameError,
+    SchemaNames,
+    SqlContext,
+    SqlTemplateError,
+    bulk_insert,
+    read_sql,
+    rendered_sql,
+    run_sql,
+    sql_context,
+)
+
+DAY = dt.date(2026, 11, 1)
+SQL_FILES = sorted(
+    path.relative_to(PROJECT_ROOT / "sql").as_posix().removesuffix(".sql")
+    for path in (PROJECT_ROOT / "sql").rglob("*.sql")
+    if path.name.count(".") == 1  # common files; variants are name.<family>.sql
+)
+
+
+# -- schema names ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stg, analytics",
+    [
+        ("Stg", "analytics"),  # upper case: MySQL servers fold table names differently per platform
+        ("stg", "1analytics"),
+        ("stg-2024", "analytics"),
+        ("stg", "a" * 64),  # PostgreSQL truncates identifiers at 63 characters
+        ("stg; DROP TABLE x", "analytics"),
+        ("", "analytics"),
+        ("same", "same"),
+    ],
+)
+def test_bad_schema_names_are_refused_with_the_rule(stg: str, analytics: str) -> None:
+    with pytest.raises(SchemaNameError, match=r"\[pipeline\] (stg|analytics)_schema"):
+        WarehouseSettings("sqlite://", stg_schema=stg, analytics_schema=analytics)
+
+
+def test_names_are_quoted_by_the_dialect_and_only_where_needed() -> None:
+    postgres = sa.create_engine("postgresql+psycopg2://").dialect
+    context = SqlContext.for_dialect(postgres, SchemaNames("select", "marts_2"))
+    assert (
+        context.render("SELECT * FROM {stg}.t JOIN {analytics}.u")
+        == 'SELECT * FROM "select".t JOIN marts_2.u'
+    )
+    mysql = sa.create_engine("mysql+pymysql://").dialect
+    context = SqlContext.for_dialect(mysql, SchemaNames("select", "marts_2"))
+    assert (
+        context.render("SELECT * FROM {stg}.t JOIN {analytics}.u")
+        == "SELECT * FROM `select`.t JOIN marts_2.u"
+    )
+
+
+def test_an_unknown_placeholder_is_an_error_not_left_in_the_sql() -> None:
+    context = SqlContext.for_dialect(sa.create_engine("sqlite://").dialect, SchemaNames())
+    with pytest.raises(SqlTemplateError, match=r"sql/x\.sql has the placeholder \{date\}"):
+        context.render("SELECT * FROM {stg}.t WHERE d = {date}", "sql/x.sql")
+    # Binds stay binds: ":name" is never touched.
+    assert context.render("SELECT :stg FROM {stg}.t") == "SELECT :stg FROM stg.t"
+
+
+def test_every_sql_file_names_its_tables_through_the_placeholders() -> None:
+    for path in (PROJECT_ROOT / "sql").rglob("*.sql"):
+        code = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf-8"))
+        assert not re.findall(r"(?<![\w{])(?:stg|analytics)\.\w", code), f"{path}: a fixed schema name"
+        assert set(re.findall(r"\{([^{}]*)\}", code)) <= {"stg", "analytics"}, path
+
+
+DIALECT_URLS = {
+    "sqlite": "sqlite://",
+    "postgresql": "postgresql+psycopg2://",
+    "mysql": "mysql+pymysql://",
+    "mariadb": "mariadb+pymysql://",
+}
+
+
+@pytest.mark.parametrize("family", sorted(DIALECT_URLS))
+def test_every_sql_file_renders_for_every_dialect(family: str) -> None:
+    url = DIALECT_URLS[family]
+    context = SqlContext.for_dialect(sa.create_engine(url).dialect, SchemaNames("s1", "a1"))
+    for name in SQL_FILES:
+        text = rendered_sql(name, context)
+        assert "{" not in text, name
+        assert "s1." in text or "a1." in text, name
+
+
+def test_the_variant_of_a_dialect_family_is_chosen_when_it_exists() -> None:
+    common = (PROJECT_ROOT / "sql/schema/stg.sql").read_text(encoding="utf-8")
+    variant = (PROJECT_ROOT / "sql/schema/stg.mysql.sql").read_text(encoding="utf-8")
+    assert read_sql("schema/stg", "postgresql") == common
+    assert read_sql("schema/stg", "sqlite") == common
+    assert read_sql("schema/stg", "mysql") == variant
+    # MySQL and MariaDB are one family: the same variant for both URLs.
+    for url in (DIALECT_URLS["mysql"], DIALECT_URLS["mariadb"]):
+        context = SqlContext.for_dialect(sa.create_engine(url).dialect, SchemaNames())
+        assert context.family == "mysql"
+        assert "DATETIME(6)" in rendered_sql("schema/stg", context)
+        update = rendered_sql("marts/update_rolling_activity_following_days", context)
+        assert update.startswith("UPDATE analytics.company_daily_activity AS target\nJOIN (")
+
+
+def test_the_mysql_variants_are_the_expected_ones() -> None:
+    variants = sorted(
+        path.relative_to(PROJECT_ROOT / "sql").as_posix() for path in (PROJECT_ROOT / "sql").rglob("*.*.sql")
+    )
+    assert variants == [
+        "marts/update_rolling_activity_following_days.mysql.sql",
+        "schema/analytics.mysql.sql",
+        "schema/stg.mysql.sql",
+        "schema/validation.mysql.sql",
+    ]
+    for variant in variants:
+        assert (PROJECT_ROOT / "sql" / variant.replace(".mysql.sql", ".sql")).exists(), variant
+
+
+def test_a_sqlite_warehouse_attaches_the_configured_names(tmp_path: Path) -> None:
+    warehouse = WarehouseSettings(
+        f"sqlite:///{tmp_path / 'w.db'}", stg_schema="raw", analytics_schema="marts"
+    )
+    engine = open_warehouse(warehouse)
+    load_day(engine, DAY, [company("A")], [("A", 3, 4)])
+    assert Path(sqlite_schema_path(str(tmp_path / "w.db"), "marts")) == tmp_path / "w.marts.db"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["w.db", "w.marts.db", "w.raw.db"]
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT COUNT(*) FROM marts.company_daily_activity").scalar() == 1
+        assert connection.exec_driver_sql("SELECT COUNT(*) FROM raw.crm_daily").scalar() == 1
+    assert sql_context(engine).schemas == SchemaNames("raw", "marts")
+
+
+def test_the_test_warehouses_use_schema_names_of_their_own(warehouse: WarehouseSettings) -> None:
+    # What isolates the tests (and xdist workers) from each other: never the defaults.
+    assert (warehouse.stg_schema, warehouse.analytics_schema) != ("stg", "analytics")
+    engine = open_warehouse(warehouse)
+    load_day(engine, DAY, [company("A")], [])
+    with engine.connect() as connection:
+        table = query(connection, "{analytics}.company_daily_activity")
+        assert warehouse.analytics_schema in table
+        assert connection.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 1
+
+
+# -- typed results ---------------------------------------------------------------------------------------
+
+
+def test_boolean_columns_read_back_as_true_false_and_null_on_every_backend(engine: sa.Engine) -> None:
+    for offset in range(7):
+        load_day(
+            engine, DAY + dt.timedelta(days=offset), [company("Silent"), company("Busy")], [("Busy", 1, 1)]
+        )
+    with engine.connect() as connection:
+        flags = {
+            row.company_id: row.is_churn_risk
+            for row in run_sql(
+                connection,
+                "quality/select_company_daily_activity_day_for_validation",
+                activity_date=DAY + dt.timedelta(days=6),
+            )
+        }
+        first_day = {
+            row.is_churn_risk
+            for row in run_sql(
+                connection, "quality/select_company_daily_activity_day_for_validation", activity_date=DAY
+            )
+        }
+    assert flags == {"Silent": True, "Busy": False}
+    assert all(type(flag) is bool for flag in flags.values())
+    assert first_day == {None}
+
+
+# -- bulk loads: every backend refuses the same bad rows, with one error type --------------------------
+
+
+@pytest.mark.parametrize(
+    "rows, reason",
+    [
+        ([(DAY, "A", 1, 1), (DAY, "A", 2, 2)], "duplicate"),
+        ([(DAY, None, 1, 1)], "null"),
+        ([(DAY, "A", -1, 1)], "check"),
+    ],
+)
+def test_a_bulk_load_that_the_table_refuses_fails_whole(engine: sa.Engine, rows: list, reason: str) -> None:
+    staging.stage_usage(engine, DAY, [("KEEP", 5, 5)], "test", "l1")
+    with (
+        pytest.raises(BulkLoadError, match=r"bulk load of \d+ rows into \S*product_usage_daily failed"),
+        engine.begin() as connection,
+    ):
+        run_sql(connection, "staging/delete_staged_usage_day", activity_date=DAY)
+        bulk_insert(connection, datasets.STAGED_USAGE_TABLE, datasets.STAGED_USAGE_COLUMNS, rows)
+    with engine.connect() as connection:
+        staged = connection.exec_driver_sql(
+            query(connection, "SELECT company_id FROM {stg}.product_usage_daily")
+        ).all()
+    assert staged == [("KEEP",)], reason  # rolled back: the day as it was
+
+
+def test_company_ids_differing_in_case_or_accents_are_different_companies(engine: sa.Engine) -> None:
+    # MySQL's default collations would make these one primary key: the tables use utf8mb4_bin.
+    ids = ["ACME", "Acme", "acme", "acmé", "ａｃｍｅ"]
+    load_day(
+        engine, DAY, [company(company_id) for company_id in ids], [(company_id, 1, 1) for company_id in ids]
+    )
+    rows = table_rows(engine)
+    assert [row[1] for row in rows] == sorted(ids)  # ordered by code point, as PostgreSQL "C" and SQLite
+    assert [row[6] for row in rows] == [1] * len(ids)  # each usage row joined its own company
+
+
+def test_unicode_and_control_characters_round_trip_through_the_bulk_load(engine: sa.Engine) -> None:
+    names = [
+        "Zürich 🚀 株式会社",
+        "Tab\there",
+        "New\nline",
+        "CR\rLF\r\n",
+        "Back\\slash",
+        "\\N",
+        "NULL",
+        "",
+        " padded ",
+    ]
+    companies = [CrmCompany(f"C{index}", name, None, None, None) for index, name in enumerate(names)]
+    load_day(engine, DAY, companies, [])
+    assert [row[2] for row in table_rows(engine)] == names
