@@ -65,14 +65,16 @@ def usage_rows(count: int) -> list[tuple[str, int, int]]:
     ]
 
 
-def ge_sql_checks(database_url: str, dataset: str) -> float:
+def ge_sql_checks(warehouse: WarehouseSettings, dataset: str) -> float:
     """The same suite on GE's SQL datasource over the staged table: seconds for the checks."""
     _, context, _ = runner._gx()
-    url = sa.make_url(database_url)
+    url = sa.make_url(warehouse.database_url)
     if url.get_backend_name() == "sqlite":
-        connection_string, prefix = f"sqlite:///{sqlite_schema_path(url.database or '', 'stg')}", ""
+        stg_file = sqlite_schema_path(url.database or "", warehouse.stg_schema)
+        connection_string, prefix = f"sqlite:///{stg_file}", ""
     else:
-        connection_string, prefix = postgres_url(url).render_as_string(hide_password=False), "stg."
+        connection_string = postgres_url(url).render_as_string(hide_password=False)
+        prefix = f"{warehouse.stg_schema}."
     if dataset == datasets.CRM:
         query = (
             "SELECT company_id, company_name, country, industry_tag, last_contact_at, "
@@ -131,7 +133,8 @@ def crm_checks_with_fingerprint(engine: sa.Engine, work: Path) -> float:
 
 def bench_backend(database_url: str, csv_path: Path, usage: list, work: Path) -> dict[str, float]:
     results: dict[str, float] = {}
-    engine = open_warehouse(WarehouseSettings(database_url))
+    warehouse = WarehouseSettings(database_url)
+    engine = open_warehouse(warehouse)
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
 
     snapshot = timed(results, "CRM: parse the CSV", lambda: crm_snapshot.parse_snapshot(csv_path))
@@ -170,8 +173,8 @@ def bench_backend(database_url: str, csv_path: Path, usage: list, work: Path) ->
     )
 
     try:
-        results["CRM: checks on GE's SQL datasource instead"] = ge_sql_checks(database_url, datasets.CRM)
-        results["usage: checks on GE's SQL datasource instead"] = ge_sql_checks(database_url, datasets.USAGE)
+        results["CRM: checks on GE's SQL datasource instead"] = ge_sql_checks(warehouse, datasets.CRM)
+        results["usage: checks on GE's SQL datasource instead"] = ge_sql_checks(warehouse, datasets.USAGE)
     except Exception as error:  # a comparison only: report, don't fail the benchmark
         print(f"    GE SQL datasource failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     results["CRM: checks with GE's data fingerprint on"] = crm_checks_with_fingerprint(engine, work)

@@ -53,23 +53,30 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def demo_schemas(database_url: str) -> dict[str, str]:
-    """The demo's schema names: its own databases on a MySQL server, the defaults elsewhere."""
+def demo_warehouse(database_url: str) -> dict[str, str]:
+    """The demo's ``[pipeline]`` warehouse keys: on a MySQL server databases of its own, named after the
+    URL's database (which the pipeline does not use there: its tables are in two databases); elsewhere the
+    URL as given and the default schema names."""
     url = sa.make_url(database_url)
     if url.get_backend_name() not in ("mysql", "mariadb"):
-        return {"stg_schema": "stg", "analytics_schema": "analytics"}
+        return {"database_url": database_url, "stg_schema": "stg", "analytics_schema": "analytics"}
     prefix = (url.database or "demo").lower()
-    return {"stg_schema": f"{prefix}_stg", "analytics_schema": f"{prefix}_analytics"}
+    return {
+        # URL.set() cannot clear a field; URL is a NamedTuple.
+        "database_url": url._replace(database=None).render_as_string(hide_password=False),
+        "stg_schema": f"{prefix}_stg",
+        "analytics_schema": f"{prefix}_analytics",
+    }
 
 
 def write_demo_config(directory: Path, database_url: str, api_base_url: str) -> Path:
     """The demo's own configuration: every path under ``directory``, the simulator's URL."""
-    schemas = demo_schemas(database_url)
+    warehouse = demo_warehouse(database_url)
     config = f"""# Written by `make demo` (devtools/demo.py): read after luigi.cfg through LUIGI_CONFIG_PATH.
 [pipeline]
-database_url = {database_url}
-stg_schema = {schemas["stg_schema"]}
-analytics_schema = {schemas["analytics_schema"]}
+database_url = {warehouse["database_url"]}
+stg_schema = {warehouse["stg_schema"]}
+analytics_schema = {warehouse["analytics_schema"]}
 data_dir = {directory / "data"}
 log_dir = {directory / "log"}
 

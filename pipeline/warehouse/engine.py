@@ -134,7 +134,7 @@ def _new_engine(warehouse: WarehouseSettings) -> Engine:
     elif backend == "postgresql":
         engine = sa.create_engine(postgres_url(url), pool_pre_ping=True)
     elif backend in MYSQL_DRIVERS:
-        engine = _create_mysql_engine(url)
+        engine = _create_mysql_engine(url, warehouse.schemas)
     else:
         raise WarehouseError(
             f"unsupported database URL {url.render_as_string(hide_password=True)}: use sqlite://, "
@@ -211,7 +211,18 @@ def mysql_url(url: sa.URL | str) -> sa.URL:
     return url
 
 
-def _create_mysql_engine(url: sa.URL) -> Engine:
+def _create_mysql_engine(url: sa.URL, schemas: SchemaNames) -> Engine:
+    if url.database:
+        # Every statement names its database ({stg}, {analytics}): a default database is never used, and
+        # connecting to one that does not exist (or that the user may not see) would only fail.
+        log.warning(
+            "database_url names the MySQL database %r, which the pipeline does not use: its tables are in "
+            "the databases %r and %r ([pipeline] stg_schema, analytics_schema)",
+            url.database,
+            schemas.stg,
+            schemas.analytics,
+        )
+        url = url._replace(database=None)  # URL.set() cannot clear a field; URL is a NamedTuple
     connect_args: dict[str, Any] = {
         "init_command": MYSQL_SESSION_SETUP,
         "charset": "utf8mb4",

@@ -39,17 +39,16 @@ def test_the_demo_writes_only_under_its_own_folder_and_loads_every_day(tmp_path:
 
 
 def test_on_a_mysql_server_the_demo_uses_databases_of_its_own() -> None:
-    from devtools.demo import demo_schemas
+    from devtools.demo import demo_warehouse
 
-    assert demo_schemas("mysql://root@127.0.0.1:3306/company_activity") == {
+    assert demo_warehouse("mysql://root@127.0.0.1:3306/company_activity") == {
+        "database_url": "mysql://root@127.0.0.1:3306",
         "stg_schema": "company_activity_stg",
         "analytics_schema": "company_activity_analytics",
     }
-    assert demo_schemas("mariadb://root@db/") == {
-        "stg_schema": "demo_stg",
-        "analytics_schema": "demo_analytics",
-    }
-    assert demo_schemas("sqlite:///var/demo/warehouse.db") == {
+    assert demo_warehouse("mariadb://root@db/")["stg_schema"] == "demo_stg"
+    assert demo_warehouse("sqlite:///var/demo/warehouse.db") == {
+        "database_url": "sqlite:///var/demo/warehouse.db",
         "stg_schema": "stg",
         "analytics_schema": "analytics",
     }

@@ -95,6 +95,27 @@ def test_both_schemes_open_the_warehouse_with_the_session_it_needs(
             close_engine(warehouse)
 
 
+def test_a_database_in_the_url_is_not_used_and_need_not_exist(
+    warehouse: WarehouseSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    named = WarehouseSettings(
+        warehouse.database_url.rstrip("/") + "/no_such_database",
+        warehouse.stg_schema,
+        warehouse.analytics_schema,
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipeline"):
+            load_day(open_warehouse(named), DAY, [company("A")], [])
+        assert f"its tables are in the databases '{warehouse.stg_schema}' and" in caplog.text
+        with open_warehouse(warehouse).connect() as connection:
+            count = connection.exec_driver_sql(
+                query(connection, "SELECT COUNT(*) FROM {analytics}.company_daily_activity")
+            ).scalar()
+        assert count == 1
+    finally:
+        close_engine(named)
+
+
 def test_the_tables_are_innodb_utf8mb4_bin_with_datetime6(warehouse: WarehouseSettings, admin) -> None:
     open_warehouse(warehouse)
     tables = admin.execute(
