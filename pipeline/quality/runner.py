@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from fractions import Fraction
@@ -48,12 +49,19 @@ def _gx() -> Any:
     started = time.monotonic()
     import great_expectations as gx
     import great_expectations.execution_engine.pandas_execution_engine as pandas_engine
+    import tqdm
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # GE fingerprints every pandas batch (an MD5 over all values) for its batch markers, which we
     # never use: ~0.7 s per million CRM rows, more than the checks themselves. Frames above this size
     # (bytes) are not fingerprinted; 0 turns it off (see docs/benchmarks.md).
     pandas_engine.HASH_THRESHOLD = 0
+    # GE creates a tqdm bar for every validation, even with progress bars off, and tqdm's default lock
+    # is a multiprocessing semaphore shared with every process forked from this one (Luigi's --workers
+    # N task processes). A task process killed while holding it (kill -9 during a validation) left it
+    # taken for good, and the next validation of any process of the run waited forever. The bars are
+    # off, so a lock of this process's threads is all tqdm needs.
+    tqdm.tqdm.set_lock(threading.RLock())
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     datasource = context.data_sources.add_pandas("pipeline")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -471,3 +474,33 @@ def test_a_luigi_run_compares_with_the_configured_baseline(world) -> None:
         assert world.run(MergeDay(date=wednesday))
     crm = store.read_results(world.data_dir, wednesday, "crm")
     assert crm["success"] and (crm["baseline"], crm["baseline_days"]) == ("same_weekday", ["2026-11-18"])
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_a_process_killed_while_validating_does_not_block_the_next_validation(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """A Luigi task process (forked) killed by kill -9 in the middle of a validation must not leave a
+    lock behind that every later validation of the run waits for: GE's tqdm bars share their default
+    lock with forked processes."""
+    import tqdm
+
+    runner._gx()
+    tqdm.tqdm.get_lock()  # made once in this process, as any validation before the fork does
+    child = os.fork()
+    if child == 0:  # the task process: dies holding the progress-bar lock, as kill -9 mid-validation does
+        tqdm.tqdm.get_lock().acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(child, 0)
+    stage(engine, DAY, companies(5), [("C000001", 1, 2)])
+    outcome: dict = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(
+            result=gates.validate_product_usage(engine, DAY, tmp_path, landing_id="L1")
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(120)
+    assert "result" in outcome, "the validation waited for the lock of a killed process"
+    assert outcome["result"].success
