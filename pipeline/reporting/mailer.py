@@ -19,6 +19,9 @@ record is for the current data is done, so a re-run does not mail again; after `
 the data version differs and the new mail says it is a correction of the earlier one. The record is
 written right after the SMTP server accepted the message: a crash between the two mails the day again
 on the next run (at least once, never silently not at all).
+
+Why one module of about 470 lines: the message (parts, inline charts, folding), the correction's
+"What changed" and the send record are read together when a mail looks wrong; SMTP itself is short.
 """
 
 from __future__ import annotations

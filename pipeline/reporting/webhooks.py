@@ -19,6 +19,10 @@ Which format to choose (``[alerts] webhook_format``):
 * ``auto`` (the default): ``adaptive_card`` when the URL's host is a Teams Workflows / Power Automate
   host, or a legacy ``*.webhook.office.com`` connector host (those URLs now have to be replaced by
   Workflows, which take only Adaptive Cards); ``json`` otherwise.
+
+Why one module of about 470 lines: the three payload formats and the delivery are one contract with
+the receivers, and the module also runs on its own (``python pipeline/reporting/webhooks.py``) when a
+broken configuration keeps the package from importing (deploy/alert.sh), so it imports nothing of it.
 """
 
 from __future__ import annotations
