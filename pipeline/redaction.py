@@ -125,9 +125,3 @@ def redact_location(location: str) -> str:
     if parts.scheme.lower() in _AZURE_SCHEMES and parts.username and parts.password is None:
         netloc = f"{parts.username}@{netloc}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def redact_secret_url(url: str) -> str:
-    """A URL whose path is the secret (a Teams or Slack webhook): only its scheme, host and port."""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}/{MASK}"

@@ -23,7 +23,6 @@ no code waits for a task lock while it holds the warehouse lock, so they cannot 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import fcntl
 import functools
@@ -37,6 +36,7 @@ from typing import Any
 
 from luigi.task import flatten
 
+from pipeline import clock
 from pipeline.config import PipelineConfig
 from pipeline.faultpoints import fault_point
 from pipeline.orchestration.targets import LandingTarget, ValidatedTarget
@@ -92,7 +92,7 @@ def file_lock(path: Path, *, what: str = "", timeout: float | None = None) -> It
     try:
         _acquire(fd, what, timeout)
         os.ftruncate(fd, 0)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = clock.now_utc().strftime("%Y-%m-%dT%H:%M:%SZ")
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
         _held[key] = (fd, 1)
         try:

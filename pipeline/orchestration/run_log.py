@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline import clock
 from pipeline.redaction import SecretRedactingFilter
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"
@@ -20,7 +21,7 @@ RUN_LOGGERS = ("pipeline", "luigi-interface", "luigi")
 
 
 def run_log_path(log_dir: Path, now: dt.datetime | None = None) -> Path:
-    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or clock.now_utc()).strftime("%Y%m%dT%H%M%SZ")
     return Path(log_dir) / f"run-{stamp}-{os.getpid()}.log"
 
 

@@ -42,7 +42,7 @@ from email.utils import formatdate, getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 
-from pipeline import files
+from pipeline import clock, files
 from pipeline.reporting import html_blocks, notebook, rendering
 from pipeline.warehouse.corrections import DayCorrection
 
@@ -436,9 +436,9 @@ def deliver(
         if previous and previous.get("data_version") != rendered.data_version
         else None
     )
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    now = clock.utc_iso_seconds()
     entry: dict[str, Any] = {"data_version": rendered.data_version, "recorded_at": now}
-    age = ((today or dt.datetime.now(dt.UTC).date()) - day).days
+    age = ((today or clock.today_utc()) - day).days
     if not recipients:
         entry.update(status=NOT_SENT, reason="no recipients configured ([report] recipients is empty)")
     elif correction is None and 0 <= max_age_days < age:

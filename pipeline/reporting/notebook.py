@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import files, project
+from pipeline import clock, files, project
 from pipeline.redaction import SECRET_ENV_VARS
 from pipeline.reporting.data import data_version
 from pipeline.reporting.rendering import (
@@ -243,7 +243,7 @@ def render_report(
     manifest = {
         "date": day.isoformat(),
         "data_version": version,
-        "rendered_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "rendered_at": clock.utc_iso_seconds(),
         "notebook_source": str(Path(notebook_path).resolve()),
         "files": {
             "notebook": EXECUTED_NOTEBOOK,

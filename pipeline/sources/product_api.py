@@ -39,6 +39,8 @@ from typing import Any
 
 import requests
 
+from pipeline import clock
+
 log = logging.getLogger(__name__)
 
 
@@ -129,7 +131,7 @@ def parse_retry_after(value: str | None, default: float = 1.0) -> float:
         return default
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    return max(0.0, (when - clock.now_utc()).total_seconds())
 
 
 class ProductApiClient:
