@@ -26,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from devtools.sample_data import CompanyUniverse, write_crm_csv
-from pipeline.sources import crm_location, crm_snapshot
+from pipeline.sources import crm_columnar, crm_location, crm_snapshot
 from pipeline.warehouse import merge, staging
 from pipeline.warehouse.engine import (
     WarehouseSettings,
@@ -53,7 +53,10 @@ def our_load(warehouse: WarehouseSettings, csv_path: Path, usage_rows: list, wor
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
     template = str(csv_path.parent / "crm_{date}.csv")
     manifest = timed("land CRM file", results, lambda: crm_location.land_snapshot(template, data_dir, DAY))
-    _, snapshot = timed("parse CRM file", results, lambda: crm_snapshot.read_landed_snapshot(data_dir, DAY))
+    _, snapshot = timed("parse CRM file", results, lambda: crm_columnar.read_landed_table(data_dir, DAY))
+    results[f"(parse CRM file by the precise parser: {snapshot.reader} reader above)"] = timed_value(
+        lambda: crm_snapshot.read_landed_snapshot(data_dir, DAY)
+    )
     timed(
         "stage CRM rows",
         results,
@@ -156,6 +159,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--companies", type=int, default=100_000)
+    parser.add_argument(
+        "--crm-file",
+        type=Path,
+        help="load this CRM CSV instead of a generated one (usage rows still generated)",
+    )
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--mysql-url", default="mysql://root@127.0.0.1:3306/")
     parser.add_argument(
@@ -169,7 +177,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     try:
         universe = CompanyUniverse(args.companies, seed=42)
-        csv_path = write_crm_csv(universe, DAY, work / "crm" / f"crm_{DAY.isoformat()}.csv")
+        csv_path = work / "crm" / f"crm_{DAY.isoformat()}.csv"
+        if args.crm_file:
+            csv_path.parent.mkdir(parents=True)
+            shutil.copyfile(args.crm_file, csv_path)
+        else:
+            write_crm_csv(universe, DAY, csv_path)
         usage = [(row["company_id"], row["active_users"], row["events"]) for row in universe.usage_rows(DAY)]
         crm_rows = sum(1 for _ in csv_path.open()) - 1
         print(

@@ -52,7 +52,7 @@ from pipeline.orchestration.targets import (
 )
 from pipeline.quality import gates
 from pipeline.reporting import mailer, notebook
-from pipeline.sources import crm_location, crm_snapshot, landing, usage_landing
+from pipeline.sources import crm_columnar, crm_location, crm_snapshot, landing, usage_landing
 from pipeline.sources.product_api import ApiSettings, ProductApiClient
 from pipeline.warehouse import corrections, merge, staging
 from pipeline.warehouse.engine import WarehouseSettings, open_warehouse
@@ -191,8 +191,8 @@ class StageCrm(DayTask):
     @exclusive_run
     def run(self) -> None:
         started = time.monotonic()
-        manifest, snapshot = crm_snapshot.read_landed_snapshot(self.data_dir, self.date)
-        self.progress(f"staging {len(snapshot.companies)} CRM rows")
+        manifest, snapshot = crm_columnar.read_landed_table(self.data_dir, self.date)
+        self.progress(f"staging {snapshot.row_count} CRM rows (read by the {snapshot.reader} reader)")
         count = staging.stage_crm(open_warehouse(self.warehouse), self.date, snapshot, manifest["landing_id"])
         self.progress(f"staged {count} CRM rows", 100)
         self.log_done(started, rows=count, warnings=len(snapshot.warnings))
@@ -210,8 +210,8 @@ class StageProductUsage(DayTask):
     @exclusive_run
     def run(self) -> None:
         started = time.monotonic()
-        manifest, rows = usage_landing.read_landed_usage(self.data_dir, self.date)
-        self.progress(f"staging {len(rows)} usage rows")
+        manifest, rows = usage_landing.read_landed_usage_table(self.data_dir, self.date)
+        self.progress(f"staging {rows.num_rows} usage rows")
         source = str(landing.day_dir(self.data_dir, USAGE, self.date))
         count = staging.stage_usage(
             open_warehouse(self.warehouse), self.date, rows, source, manifest["landing_id"]

@@ -84,8 +84,11 @@ def read_landed_snapshot(data_dir: Path, day: dt.date) -> tuple[dict, CrmSnapsho
 
 def parse_snapshot(path: Path, source: str | None = None) -> CrmSnapshot:
     """Parse a landed snapshot; ``source`` is the name used in errors (defaults to the path)."""
-    source = source or str(path)
-    data = path.read_bytes()
+    return parse_snapshot_bytes(path.read_bytes(), source or str(path))
+
+
+def parse_snapshot_bytes(data: bytes, source: str) -> CrmSnapshot:
+    """Parse a snapshot's bytes row by row; ``source`` is the name used in errors."""
     if not data.strip():
         raise CrmSnapshotError(source, "the file is empty: expected a header row and one row per company")
     text = _decode(data, source)
@@ -94,13 +97,8 @@ def parse_snapshot(path: Path, source: str | None = None) -> CrmSnapshot:
         header = next(reader)
     except csv.Error as error:
         raise CrmSnapshotError(source, f"malformed CSV: {error}", line=reader.line_num) from error
-    columns = _check_header([name.strip() for name in header], source)
-    warnings = []
-    extra = [name for name in columns if name not in CRM_REQUIRED_COLUMNS]
-    if extra:
-        message = f"{source}: extra columns ignored: {', '.join(extra)}"
-        log.warning(message)
-        warnings.append(message)
+    columns = check_header([name.strip() for name in header], source)
+    warnings = extra_column_warnings(columns, source)
     index = {name: columns.index(name) for name in CRM_REQUIRED_COLUMNS}
 
     companies: list[CrmCompany] = []
@@ -203,7 +201,18 @@ def _locate_bad_bytes(data: bytes, offset: int) -> tuple[int | None, str | None]
     return row_number, header[position] if position < len(header) else None
 
 
-def _check_header(columns: list[str], source: str) -> list[str]:
+def extra_column_warnings(columns: list[str], source: str) -> list[str]:
+    """The warning (logged) about header columns the pipeline does not use."""
+    extra = [name for name in columns if name not in CRM_REQUIRED_COLUMNS]
+    if not extra:
+        return []
+    message = f"{source}: extra columns ignored: {', '.join(extra)}"
+    log.warning(message)
+    return [message]
+
+
+def check_header(columns: list[str], source: str) -> list[str]:
+    """The header's (trimmed) column names, refused when one is duplicated or a required one missing."""
     duplicates = sorted({name for name in columns if columns.count(name) > 1})
     if duplicates:
         raise CrmSnapshotError(
@@ -228,12 +237,12 @@ def parse_timestamp(text: str) -> dt.datetime | None:
         return None
     try:
         value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise ValueError(
             f"cannot parse {text!r} as an ISO 8601 timestamp (e.g. 2026-11-20T14:03:00Z)"
         ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 

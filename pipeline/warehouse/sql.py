@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +266,140 @@ def bulk_insert(
     return len(materialised)
 
 
+def bulk_insert_columns(
+    connection: Connection, table: str, columns: Any, constants: dict[str, Any] | None = None
+) -> int:
+    """:func:`bulk_insert` of a ``pyarrow.Table`` without a Python object per row: its COPY text is built
+    on the columns (the same text :func:`_copy_text_value` writes), then COPY on PostgreSQL, LOAD DATA
+    LOCAL on MySQL; SQLite gets ``executemany`` in slices of :data:`SQLITE_SLICE_ROWS` rows.
+    ``constants`` (``{"snapshot_date": day}``) fills leading columns with one value. Returns the rows."""
+    target = with_schema_names(connection, table)
+    constants = constants or {}
+    names = [*constants, *columns.column_names]
+    quoted = ", ".join(f'"{name}"' for name in names)
+    family = sql_context(connection).family
+    count = columns.num_rows
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        if count == 0:
+            pass
+        elif family == "sqlite":
+            _executemany_columns(connection, target, quoted, columns, constants)
+        else:
+            payload = _copy_text_payload(columns, constants)
+            if family == "postgresql":
+                _copy_payload(connection, target, quoted, payload)
+            else:
+                _load_data_payload(connection, target, quoted, payload, columns, constants)
+    except (sa.exc.DBAPIError, dbapi_error) as error:
+        reason = getattr(error, "orig", None) or error
+        raise BulkLoadError(
+            f"bulk load of {count} rows into {target} failed: {_first_line(reason)}"
+        ) from error
+    return count
+
+
+# SQLite has no bulk path: executemany of this many rows at a time keeps memory flat.
+SQLITE_SLICE_ROWS = 50_000
+
+
+def _text_columns(columns: Any) -> list[Any]:
+    """Each column as text, nulls kept: dates ISO, timestamps as ``isoformat(sep=" ")`` writes them
+    (microseconds only when there are some), numbers in decimal."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    texts = []
+    for column in columns.itercolumns():
+        values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if pa.types.is_timestamp(values.type):
+            # pyarrow writes "2026-11-20 14:03:00.000000"; isoformat leaves out a zero fraction.
+            values = pc.replace_substring(pc.cast(values, pa.string()), ".000000", "")
+        elif not pa.types.is_string(values.type):
+            values = pc.cast(values, pa.string())
+        texts.append(values)
+    return texts
+
+
+def _copy_text_payload(columns: Any, constants: dict[str, Any]) -> Any:
+    """The COPY text of ``columns`` (TAB between fields, LF after each row, ``\\N`` for NULL, backslash
+    escapes) as one pyarrow buffer."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    fields = [pa.scalar(_copy_text_value(value)) for value in constants.values()]
+    for values in _text_columns(columns):
+        for special, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+            if pc.any(pc.match_substring(values, special)).as_py():
+                values = pc.replace_substring(values, special, escaped)
+        fields.append(pc.fill_null(values, "\\N"))
+    rows = pc.binary_join_element_wise(*fields, "\t")
+    lines = pc.binary_join_element_wise(rows, pa.scalar(""), "\n")  # each row followed by LF
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    offsets = memoryview(lines.buffers()[1]).cast("i")  # int32 offsets of the string array
+    return lines.buffers()[2][offsets[lines.offset] : offsets[lines.offset + len(lines)]]
+
+
+def _copy_payload(connection: Connection, target: str, quoted: str, payload: Any) -> None:
+    import pyarrow as pa
+
+    cursor = connection.connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {target} ({quoted}) FROM STDIN", pa.BufferReader(payload), size=1 << 20)
+    finally:
+        cursor.close()
+
+
+def _rows_as_text(columns: Any, constants: dict[str, Any]) -> list[tuple]:
+    """The rows of ``columns`` as tuples of text (None for NULL): the INSERT fallback of LOAD DATA."""
+    values = [[_sqlite_value(value)] * columns.num_rows for value in constants.values()]
+    values += [texts.to_pylist() for texts in _text_columns(columns)]
+    return list(zip(*values, strict=True))
+
+
+def _load_data_payload(
+    connection: Connection, target: str, quoted: str, payload: Any, columns: Any, constants: dict[str, Any]
+) -> None:
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the server reads it, removed below
+        "wb", prefix="pipeline-load-", suffix=".tsv", delete=False
+    )
+    try:
+        with handle:
+            handle.write(memoryview(payload))
+        _load_data_file(
+            connection,
+            target,
+            quoted,
+            handle.name,
+            columns.num_rows,
+            lambda: _rows_as_text(columns, constants),
+        )
+    finally:
+        os.unlink(handle.name)
+
+
+def _executemany_columns(
+    connection: Connection, target: str, quoted: str, columns: Any, constants: dict[str, Any]
+) -> None:
+    import pyarrow as pa
+
+    leading = [_sqlite_value(value) for value in constants.values()]
+    placeholders = ", ".join("?" for _ in range(len(leading) + columns.num_columns))
+    statement = f"INSERT INTO {target} ({quoted}) VALUES ({placeholders})"
+    keep = [pa.types.is_integer(field.type) for field in columns.schema]
+    for start in range(0, columns.num_rows, SQLITE_SLICE_ROWS):
+        piece = columns.slice(start, SQLITE_SLICE_ROWS)
+        texts = _text_columns(piece)
+        values = [
+            piece.column(index).to_pylist() if keep[index] else texts[index].to_pylist()
+            for index in range(piece.num_columns)
+        ]
+        if leading:
+            values = [[value] * piece.num_rows for value in leading] + values
+        connection.exec_driver_sql(statement, list(zip(*values, strict=True)))
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -303,14 +437,8 @@ _LOAD_DATA = (
 
 
 def _load_data_local(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
-    """LOAD DATA LOCAL INFILE from a temporary file; batched INSERTs when the server refuses LOCAL.
-
-    LOCAL makes the server treat bad rows like IGNORE does, even in strict mode (it cannot stop the
-    client's transfer half way): a duplicate key is skipped and a bad value stored as something else,
-    each with a warning. So any warning, or a row count other than the rows sent, fails the load."""
     if not rows:
         return
-    cursor = connection.connection.cursor()
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the server reads it, removed below
         "w", encoding="utf-8", newline="\n", prefix="pipeline-load-", suffix=".tsv", delete=False
     )
@@ -319,8 +447,29 @@ def _load_data_local(connection: Connection, target: str, quoted: str, rows: lis
             for row in rows:
                 handle.write("\t".join(_copy_text_value(value) for value in row))
                 handle.write("\n")
+        _load_data_file(connection, target, quoted, handle.name, len(rows), lambda: rows)
+    finally:
+        os.unlink(handle.name)
+
+
+def _load_data_file(
+    connection: Connection,
+    target: str,
+    quoted: str,
+    path: str,
+    count: int,
+    fallback_rows: Callable[[], Sequence[Sequence[Any]]],
+) -> None:
+    """LOAD DATA LOCAL INFILE of the COPY text file ``path`` (``count`` rows); batched INSERTs of
+    ``fallback_rows()`` when the server refuses LOCAL.
+
+    LOCAL makes the server treat bad rows like IGNORE does, even in strict mode (it cannot stop the
+    client's transfer half way): a duplicate key is skipped and a bad value stored as something else,
+    each with a warning. So any warning, or a row count other than the rows sent, fails the load."""
+    cursor = connection.connection.cursor()
+    try:
         try:
-            cursor.execute(_LOAD_DATA.format(target=target, columns=quoted), (handle.name,))
+            cursor.execute(_LOAD_DATA.format(target=target, columns=quoted), (path,))
         except connection.dialect.loaded_dbapi.Error as error:
             if not error.args or error.args[0] not in LOCAL_INFILE_REFUSED:
                 raise
@@ -330,6 +479,7 @@ def _load_data_local(connection: Connection, target: str, quoted: str, rows: lis
                 _first_line(error),
                 target,
             )
+            rows = fallback_rows()
             cursor.executemany(
                 f"INSERT INTO {target} ({quoted}) VALUES ({', '.join('%s' for _ in rows[0])})", rows
             )
@@ -338,11 +488,10 @@ def _load_data_local(connection: Connection, target: str, quoted: str, rows: lis
         warnings = cursor.fetchall()
     finally:
         cursor.close()
-        os.unlink(handle.name)
-    if warnings or loaded != len(rows):
+    if warnings or loaded != count:
         details = "; ".join(f"{level} {code}: {message}" for level, code, message in warnings[:3])
         raise BulkLoadError(
-            f"bulk load of {len(rows)} rows into {target} failed: the server stored {loaded} rows"
+            f"bulk load of {count} rows into {target} failed: the server stored {loaded} rows"
             + (f" with {len(warnings)} warning(s): {details}" if warnings else "")
         )
 

@@ -8,32 +8,38 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from pipeline.datasets import (
     CRM,
-    STAGED_CRM_COLUMNS,
     STAGED_CRM_TABLE,
     STAGED_USAGE_COLUMNS,
     STAGED_USAGE_TABLE,
     USAGE,
 )
 from pipeline.faultpoints import fault_point
+from pipeline.sources.crm_columnar import CrmTable
 from pipeline.sources.crm_snapshot import CrmSnapshot
 from pipeline.warehouse.engine import lock_warehouse_for_writing
 from pipeline.warehouse.ledger import record_load
-from pipeline.warehouse.sql import bulk_insert, run_sql
+from pipeline.warehouse.sql import bulk_insert, bulk_insert_columns, run_sql
 
 
-def stage_crm(engine: Engine, snapshot_date: dt.date, snapshot: CrmSnapshot, landing_id: str) -> int:
+def stage_crm(
+    engine: Engine, snapshot_date: dt.date, snapshot: CrmTable | CrmSnapshot, landing_id: str
+) -> int:
     """Replace the staged CRM snapshot of ``snapshot_date``; returns the rows staged."""
-    rows = ((snapshot_date, *company.as_row()) for company in snapshot.companies)
+    if isinstance(snapshot, CrmSnapshot):
+        snapshot = CrmTable.of_snapshot(snapshot)
     with engine.begin() as connection:
         lock_warehouse_for_writing(connection)
         run_sql(connection, "staging/delete_staged_crm_day", snapshot_date=snapshot_date)
         fault_point("stage:deleted")
-        count = bulk_insert(connection, STAGED_CRM_TABLE, STAGED_CRM_COLUMNS, rows)
+        count = bulk_insert_columns(
+            connection, STAGED_CRM_TABLE, snapshot.table, constants={"snapshot_date": snapshot_date}
+        )
         fault_point("stage:inserted")
         record_load(connection, CRM, snapshot_date, count, snapshot.source, landing_id)
     return count
@@ -42,19 +48,23 @@ def stage_crm(engine: Engine, snapshot_date: dt.date, snapshot: CrmSnapshot, lan
 def stage_usage(
     engine: Engine,
     activity_date: dt.date,
-    usage_rows: Sequence[tuple[str, int, int]],
+    usage_rows: Sequence[tuple[str, int, int]] | Any,
     source: str,
     landing_id: str,
 ) -> int:
-    """Replace the staged product usage of ``activity_date``; returns the rows staged."""
-    rows = (
-        (activity_date, company_id, active_users, events) for company_id, active_users, events in usage_rows
-    )
+    """Replace the staged product usage of ``activity_date``; returns the rows staged. ``usage_rows``: a
+    ``pyarrow.Table`` (company_id, active_users, events) or a sequence of such tuples."""
     with engine.begin() as connection:
         lock_warehouse_for_writing(connection)
         run_sql(connection, "staging/delete_staged_usage_day", activity_date=activity_date)
         fault_point("stage:deleted")
-        count = bulk_insert(connection, STAGED_USAGE_TABLE, STAGED_USAGE_COLUMNS, rows)
+        if isinstance(usage_rows, Sequence):
+            rows = ((activity_date, *row) for row in usage_rows)
+            count = bulk_insert(connection, STAGED_USAGE_TABLE, STAGED_USAGE_COLUMNS, rows)
+        else:
+            count = bulk_insert_columns(
+                connection, STAGED_USAGE_TABLE, usage_rows, constants={"activity_date": activity_date}
+            )
         fault_point("stage:inserted")
         record_load(connection, USAGE, activity_date, count, source, landing_id)
     return count

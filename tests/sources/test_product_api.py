@@ -9,6 +9,7 @@ graph in-process to show that a failing day leaves the analytics table as it was
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import signal
@@ -52,7 +53,7 @@ from pipeline.sources.product_api import (
     UsagePageError,
     parse_retry_after,
 )
-from pipeline.sources.usage_landing import fetch_day, read_landed_usage
+from pipeline.sources.usage_landing import fetch_day, read_landed_usage, read_landed_usage_table
 from pipeline.sources.usage_pages import DuplicateTracker, parse_usage_page
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +167,8 @@ def test_a_transient_fault_is_survived_and_the_day_lands_as_without_faults(
     assert injected >= 1, "the fault must really have happened"
     _, rows = read_landed_usage(tmp_path, DAY)
     assert rows == fault_free_rows
+    _, table = read_landed_usage_table(tmp_path, DAY)  # what staging replays: the same rows, as columns
+    assert list(zip(*table.to_pydict().values(), strict=True)) == fault_free_rows
     assert manifest["page_count"] == pages_of() and manifest["row_count"] == len(fault_free_rows)
     assert sorted(path.name for path in day_dir(tmp_path).glob("page-?????.json")) == [
         f"page-{n:05d}.json" for n in range(1, pages_of() + 1)
@@ -322,6 +325,23 @@ def test_a_duplicate_row_across_pages_fails_naming_the_id_and_both_pages(tmp_pat
         "refusing to double count"
     )
     assert not (day_dir(tmp_path) / landing.MANIFEST_NAME).exists()
+
+
+def test_a_landing_edited_into_holding_a_company_twice_is_refused_on_replay(tmp_path: Path) -> None:
+    directory = day_dir(tmp_path)
+    directory.mkdir(parents=True)
+    pages = [
+        b'{"data": [{"company_id": "C1", "active_users": 1, "events": 2}], "next_cursor": "x"}',
+        b'{"data": [{"company_id": "C1", "active_users": 3, "events": 4}], "next_cursor": null}',
+    ]
+    metas = []
+    for number, raw in enumerate(pages, start=1):
+        (directory / f"page-{number:05d}.json").write_bytes(raw)
+        metas.append({"page": number, "file": f"page-{number:05d}.json", "sha256": files.sha256_bytes(raw)})
+    manifest = {"page_count": 2, "row_count": 2, "pages": metas, "landing_id": "L1"}
+    (directory / landing.MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(UsagePageError, match=r"company_id 'C1' appears twice \(in page 1 and page 2\)"):
+        read_landed_usage_table(tmp_path, DAY)
 
 
 def test_company_ids_are_trimmed_like_the_crms_and_a_padded_twin_is_a_duplicate() -> None:

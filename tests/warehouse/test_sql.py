@@ -238,3 +238,76 @@ def test_unicode_and_control_characters_round_trip_through_the_bulk_load(engine:
     companies = [CrmCompany(f"C{index}", name, None, None, None) for index, name in enumerate(names)]
     load_day(engine, DAY, companies, [])
     assert [row[2] for row in table_rows(engine)] == names
+
+
+def test_the_columnar_bulk_load_stores_what_the_row_bulk_load_stores(engine: sa.Engine) -> None:
+    """bulk_insert_columns builds its COPY text on pyarrow columns: the same rows as bulk_insert's."""
+    from pipeline.sources.crm_columnar import table_of_companies
+    from pipeline.warehouse.sql import bulk_insert_columns
+
+    stamps = [
+        dt.datetime(2026, 11, 1, 8, 30),
+        dt.datetime(2026, 11, 1, 8, 30, 0, 7),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 500000),
+        dt.datetime(1000, 1, 1),
+        None,
+    ]
+    names = ["Tab\there", "Back\\slash\\N", "New\nline\r", "", None]
+    companies = [
+        CrmCompany(f"C{index}", name, "DE" if index % 2 else None, "saas", stamp)
+        for index, (name, stamp) in enumerate(zip(names, stamps, strict=True))
+    ]
+    by_rows, by_columns = DAY, DAY + dt.timedelta(days=1)
+    with engine.begin() as connection:
+        bulk_insert(
+            connection,
+            datasets.STAGED_CRM_TABLE,
+            datasets.STAGED_CRM_COLUMNS,
+            [(by_rows, *company.as_row()) for company in companies],
+        )
+        stored = bulk_insert_columns(
+            connection,
+            datasets.STAGED_CRM_TABLE,
+            table_of_companies(companies),
+            constants={"snapshot_date": by_columns},
+        )
+    assert stored == len(companies)
+
+    def staged(day: dt.date) -> list[tuple]:
+        with engine.connect() as connection:
+            return [
+                tuple(row) for row in run_sql(connection, "staging/select_staged_crm_day", snapshot_date=day)
+            ]
+
+    assert sorted(staged(by_columns)) == sorted(staged(by_rows))
+    # Text as SQLite stores it too: microseconds only where there are some.
+    with engine.connect() as connection:
+        texts = connection.exec_driver_sql(
+            query(
+                connection,
+                "SELECT company_id, CAST(last_contact_at AS CHAR(26)) FROM {stg}.crm_daily "
+                f"WHERE snapshot_date = '{by_columns.isoformat()}' ORDER BY company_id",
+            )
+        ).all()
+    if engine.dialect.name == "sqlite":
+        assert [text for _, text in texts] == [
+            "2026-11-01 08:30:00",
+            "2026-11-01 08:30:00.000007",
+            "1969-12-31 23:59:59.500000",
+            "1000-01-01 00:00:00",
+            None,
+        ]
+
+
+def test_a_columnar_bulk_load_that_the_table_refuses_fails_whole(engine: sa.Engine) -> None:
+    from pipeline.sources.crm_columnar import table_of_companies
+    from pipeline.warehouse.sql import bulk_insert_columns
+
+    duplicate = table_of_companies([CrmCompany("A", None, None, None, None)] * 2)
+    with (
+        pytest.raises(BulkLoadError, match=r"bulk load of 2 rows into \S*crm_daily failed"),
+        engine.begin() as connection,
+    ):
+        bulk_insert_columns(
+            connection, datasets.STAGED_CRM_TABLE, duplicate, constants={"snapshot_date": DAY}
+        )
