@@ -187,9 +187,9 @@ def shutdown() -> None:
         log.info("the report kernel (pid %s) served %d reports in this process", kernel.pid, kernel.reports)
     try:
         asyncio.run(kernel.shutdown())
-    # Any failure: this runs at exit or after a failed report, so it falls back to killing the process
-    # rather than masking the report's error or leaving an orphan.
     except Exception:
+        # Whatever went wrong: this runs at exit or after a failed report, so it falls back to killing the
+        # process rather than masking the report's error or leaving an orphan.
         log.warning("could not shut the report kernel (pid %s) down cleanly", kernel.pid, exc_info=True)
         process = getattr(kernel.manager.provisioner, "process", None)
         if process is not None and process.poll() is None:
