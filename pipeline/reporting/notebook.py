@@ -28,6 +28,7 @@ from typing import Any
 
 from pipeline import clock, files, project
 from pipeline.redaction import SECRET_ENV_VARS
+from pipeline.reporting import kernel
 from pipeline.reporting.data import data_version
 from pipeline.reporting.rendering import (
     INJECTED_TAG,
@@ -133,33 +134,17 @@ def warehouse_from_environment() -> WarehouseSettings | None:
 def execute_notebook(
     notebook: Any, *, working_dir: Path, warehouse: WarehouseSettings, timeout: int, failed_path: Path
 ) -> Any:
-    """Run every cell in a fresh kernel; a raising cell raises :class:`ReportCellError`."""
-    import asyncio
-    import tempfile
-
+    """Run every cell in this process's report kernel (:mod:`pipeline.reporting.kernel`: started once,
+    its namespace cleared before each report); a raising cell raises :class:`ReportCellError`."""
     import nbformat
-    from jupyter_client.manager import AsyncKernelManager
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    # The kernel talks over Unix sockets in a private directory rather than loopback TCP ports, which
-    # any local user could connect to.
-    with tempfile.TemporaryDirectory(prefix="churn-report-kernel-") as sockets:
-        client = NotebookClient(
-            notebook,
-            km=AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel")),
-            timeout=timeout,
-            resources={"metadata": {"path": str(working_dir)}},
+    try:
+        return kernel.execute(
+            notebook, working_dir=working_dir, environment=kernel_environment(warehouse), timeout=timeout
         )
-        try:
-            # A fresh event loop per report, all of it awaited on this thread: the synchronous API parks
-            # nested calls on a helper thread that a forked worker (luigi --workers N) inherits dead,
-            # and the report then hangs. cleanup_kc: shut the kernel down afterwards, although the
-            # client did not create its manager.
-            asyncio.run(client.async_execute(env=kernel_environment(warehouse), cleanup_kc=True))
-            return notebook
-        except CellExecutionError as error:
-            failure = error
+    except CellExecutionError as error:
+        failure = error
     nbformat.write(notebook, failed_path)
     index, cell = next(
         (
