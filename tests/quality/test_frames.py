@@ -219,6 +219,29 @@ def test_an_empty_day_reads_back_as_the_cursor_read_it(engine: sa.Engine) -> Non
             assert_identical(new(connection, DAY), expected)
 
 
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_unparseable_contact_times_read_back_as_the_cursor_read_them(engine: sa.Engine) -> None:
+    """Only SQLite keeps text that is not a timestamp in a TIMESTAMP column: the values as loaded."""
+    loaded = ["2026-11-19 08:30:00", "not a date", "", "2026-13-45 25:00:00", None, "2026-11-19T08:30:00.5"]
+    with engine.begin() as connection:
+        insert(
+            connection,
+            "INSERT INTO {stg}.crm_daily (snapshot_date, company_id, last_contact_at) VALUES (:d, :i, :l)",
+            [{"d": DAY, "i": f"C{index}", "l": value} for index, value in enumerate(loaded)],
+        )
+    with engine.connect() as connection:
+        frame = frames.crm_frame(connection, DAY)
+        assert_identical(frame, reference_crm_frame(connection, DAY))
+    assert frame["last_contact_at_unparseable"].tolist() == [
+        None,
+        "not a date",
+        "",
+        "2026-13-45 25:00:00",
+        None,
+        None,
+    ]
+
+
 def test_the_output_check_reads_the_merges_uncommitted_day(engine: sa.Engine) -> None:
     """The output suite runs inside the merge's transaction: the read-back must see its own writes."""
     with engine.begin() as connection:
