@@ -6,8 +6,9 @@ every read in a fresh process (so that its peak RSS is its own):
 
 * ``old``: the cursor read as it was before (``cursor.fetchall()`` into a DataFrame), kept here verbatim;
 * ``new``: :mod:`pipeline.quality.frames` as it is (COPY + pyarrow on PostgreSQL, the cursor elsewhere);
-* ``read_sql`` and ``columns`` (SQLite and MariaDB, the raw frame only): ``pandas.read_sql`` on the DBAPI
-  connection, and the rows fetched then split into columns, as candidates for those backends;
+* ``raw``, ``read_sql`` and ``columns`` (SQLite and MariaDB, CRM and usage, the frame as read, before the
+  typing of the gates): the cursor read, ``pandas.read_sql`` on the DBAPI connection, and the rows fetched
+  then split into columns, as candidates for those backends;
 * ``check``: old and new both, asserting that the frames are identical (dtypes and values).
 
 Then Great Expectations' time per suite on a small day (1,000 rows), the median of ``--repeat`` runs of
@@ -231,6 +232,7 @@ def measure(warehouse: WarehouseSettings, kind: str, impl: str) -> dict[str, Any
         read = {
             "old": lambda: OLD[kind](connection, DAY),
             "new": lambda: NEW[kind](connection, DAY),
+            "raw": lambda: old_frame(run_sql(connection, QUERIES[kind][0], **{QUERIES[kind][1]: DAY})),
             "read_sql": lambda: read_sql_frame(connection, kind),
             "columns": lambda: columns_frame(connection, kind),
         }[impl]
@@ -344,6 +346,7 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres", "mariadb"])
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--mysql-url", default="mysql://root@127.0.0.1:3306/")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--repeat", type=int, default=15, help="GE runs per suite and variant")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,11 +372,9 @@ def main() -> int:
             generate_day(open_warehouse(warehouse), args.rows)
             close_engine(warehouse)
             print(f"\n{backend}: {args.rows:,} rows a day generated in {time.perf_counter() - started:.1f} s")
-            impls = ["old", "new"] if backend == "postgres" else ["old", "new", "read_sql", "columns"]
-            for kind in KINDS:
-                for impl in impls:
-                    if impl in ("read_sql", "columns") and kind != "usage" and kind != "crm":
-                        continue
+            candidates = [] if backend == "postgres" else ["raw", "read_sql", "columns"]
+            for kind in args.kinds:
+                for impl in ["old", "new", *(candidates if kind in ("crm", "usage") else [])]:
                     print(f"  {kind:6} {impl:8} {json.dumps(in_child(warehouse, kind, impl))}", flush=True)
                 print(f"  {kind:6} {'check':8} {json.dumps(in_child(warehouse, kind, 'check'))}", flush=True)
         finally:
