@@ -9,25 +9,18 @@ that one suite means the same on every backend, and the same frame whatever the 
   3.2 s and 600 MB of peak memory before, 1.0 s and 190 MB after, ``bench/bench_readback.py``).
 * SQLite and MariaDB: the DBAPI cursor's rows (:func:`_fetched_frame`). ``pandas.read_sql`` (the same
   fetchall, then a frame built from the records) measured within 5% of it, fetching by columns slower.
-
-Without pyarrow (an install that predates the dependency) PostgreSQL uses the cursor path too, with a
-warning: the frames are the same, only slower.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import functools
 import io
-import logging
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from pipeline.warehouse.sql import _bound, is_postgres, rendered_sql, run_sql, sql_context
-
-log = logging.getLogger("pipeline.validation")
+from pipeline.warehouse.sql import bound_statement, is_postgres, rendered_sql, run_sql, sql_context
 
 # The type of every column the validation queries return, for the CSV of COPY: explicit, never inferred
 # from the values (an id "007" must stay text, an all-NULL column must not become a guess).
@@ -53,21 +46,16 @@ class ReadBackError(RuntimeError):
     """A validation query returned a column the COPY read-back has no type for."""
 
 
-@functools.lru_cache(maxsize=1)
 def _pyarrow() -> Any:
-    """pyarrow and its CSV reader, or None when it is not installed (then the cursor path is used)."""
-    try:
-        import pyarrow
-        import pyarrow.csv
-    except ImportError:
-        log.warning("pyarrow is not installed: reading validation rows through the cursor (slower)")
-        return None
+    import pyarrow
+    import pyarrow.csv
+
     return pyarrow
 
 
 def _frame(connection: Connection, name: str, **params: Any) -> Any:
     """The rows of ``sql/<name>.sql`` as a DataFrame, the same on every backend and read path."""
-    if is_postgres(connection) and _pyarrow() is not None:
+    if is_postgres(connection):
         return copy_out_frame(connection, name, **params)
     return _fetched_frame(run_sql(connection, name, **params))
 
@@ -97,7 +85,7 @@ def copy_out(connection: Connection, name: str, buffer: Any, **params: Any) -> s
 
     if not connection.in_transaction():
         connection.begin()  # what run_sql's execute would do: the read is part of the caller's transaction
-    statement = _bound(rendered_sql(name, sql_context(connection)), params)
+    statement = bound_statement(rendered_sql(name, sql_context(connection)), params)
     compiled = statement.compile(dialect=connection.dialect)
     cursor = connection.connection.cursor()
     try:

@@ -64,11 +64,12 @@ class _Kernel:
         self.environment = dict(environment)
         # Unix sockets in a private directory rather than loopback TCP ports, which any local user could
         # connect to. mkdtemp, not TemporaryDirectory: a forked child must never remove its parent's.
-        self.sockets = Path(tempfile.mkdtemp(prefix="churn-report-kernel-"))
+        self.sockets = _private_socket_dir()
         self.manager = AsyncKernelManager(
             kernel_name="python3", transport="ipc", ip=str(self.sockets / "kernel")
         )
         self.reports = 0
+        self.cells_started = False
         self.started_at: float | None = None
 
     @property
@@ -83,6 +84,7 @@ class _Kernel:
     async def execute(self, notebook: Any, working_dir: Path, timeout: int) -> None:
         from nbclient import NotebookClient
 
+        self.cells_started = False
         if not self.manager.has_kernel:
             self.started_at = time.monotonic()
             await self.manager.start_kernel(
@@ -108,6 +110,7 @@ class _Kernel:
                     f"the report kernel could not be reset: {content.get('ename')}: {content.get('evalue')}"
                 )
             # cleanup_kc=False: the kernel stays up for the next report.
+            self.cells_started = True
             await client.async_execute(cleanup_kc=False)
         finally:
             if client.kc is not None:
@@ -123,6 +126,20 @@ class _Kernel:
                 await self.manager.cleanup_resources()
         finally:
             shutil.rmtree(self.sockets, ignore_errors=True)
+
+
+# A Unix socket's path has room for 107 bytes (sun_path); the kernel adds "kernel-<n>-<port>" to the dir.
+_MAX_SOCKET_DIR = 80
+
+
+def _private_socket_dir() -> Path:
+    """A new directory only this user can enter, short enough for socket paths: under $TMPDIR when that
+    is short, else under /tmp (a long $TMPDIR made the kernel fail with "File name too long")."""
+    directory = Path(tempfile.mkdtemp(prefix="churn-report-kernel-"))
+    if len(str(directory)) <= _MAX_SOCKET_DIR:
+        return directory
+    directory.rmdir()
+    return Path(tempfile.mkdtemp(prefix="report-kernel-", dir="/tmp"))
 
 
 _current: _Kernel | None = None
@@ -146,6 +163,20 @@ def execute(notebook: Any, *, working_dir: Path, environment: dict[str, str], ti
         # A fresh event loop per report, all of it awaited on this thread: the synchronous API parks
         # nested calls on a helper thread that a forked worker (luigi --workers N) inherits dead.
         asyncio.run(kernel.execute(notebook, working_dir, timeout))
+    except Exception as error:
+        shutdown()
+        if not reused or kernel.cells_started:
+            raise
+        # The kept kernel failed before any cell ran (it died between reports and nothing noticed, or
+        # could not be reset): this report gets a fresh kernel, as it would have without reuse.
+        log.warning("the reused report kernel failed before the report ran (%s): a new kernel", error)
+        kernel = _kernel_for(environment)
+        reused = False
+        try:
+            asyncio.run(kernel.execute(notebook, working_dir, timeout))
+        except BaseException:
+            shutdown()
+            raise
     except BaseException:
         shutdown()
         raise

@@ -199,7 +199,7 @@ def strip_comments(sql_text: str) -> str:
     return re.sub(r"--[^\n]*", "", sql_text).strip()
 
 
-def _bound(statement: str, params: dict[str, Any]) -> sa.TextClause:
+def bound_statement(statement: str, params: dict[str, Any]) -> sa.TextClause:
     """``text(statement)`` with dates and timestamps typed, so each backend gets its native value."""
     binds = []
     for key, value in params.items():
@@ -220,7 +220,7 @@ def run_sql(connection: Connection, name: str, **params: Any) -> sa.CursorResult
 
     Result columns named like a BOOLEAN column come back as True/False/None on every backend (typed by
     name: a column of that name that a query does not return is simply not there)."""
-    statement = _bound(rendered_sql(name, sql_context(connection)), params)
+    statement = bound_statement(rendered_sql(name, sql_context(connection)), params)
     return connection.execute(statement.columns(**_BOOLEAN_RESULT_TYPES))
 
 

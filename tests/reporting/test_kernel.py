@@ -175,6 +175,20 @@ def test_a_kernel_that_dies_in_a_cell_or_between_reports_is_replaced(tmp_path: P
     assert kernel.reports_served() == 1
 
 
+def test_a_kernel_that_died_unnoticed_before_the_next_report_is_replaced_for_that_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_cells(tmp_path / "one", "1")
+    dead_pid = kernel.kernel_pid()
+    os.kill(dead_pid, signal.SIGKILL)
+    assert wait_until_gone(dead_pid)
+    # The check before a report can race with a dying kernel: make it miss the death, as it may.
+    monkeypatch.setattr(kernel._Kernel, "alive", lambda self: True)
+    assert printed(run_cells(tmp_path / "two", "print('next day')").cells[0]) == "next day\n"
+    monkeypatch.undo()
+    assert kernel.kernel_pid() not in (None, dead_pid)
+
+
 def test_a_cell_that_outlives_its_timeout_gets_its_kernel_replaced(tmp_path: Path) -> None:
     run_cells(tmp_path / "one", "1")
     hung_pid = kernel.kernel_pid()
