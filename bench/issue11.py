@@ -6,7 +6,7 @@ End-to-end figures come from the real command line (``luigi --module pipeline ..
 each run in a fresh PostgreSQL database (or SQLite file, or MariaDB databases) that is dropped afterwards,
 configured as an operator would: a config file named by ``LUIGI_CONFIG_PATH``. Stage seconds are the
 tasks' own records (``{data_dir}/runs/date=D/<Task>.json``), so the ``luigi`` start-up is not in them;
-wall times and peak RSS (``wait4``: the largest process of the run's tree) are of the whole command.
+wall times and peak RSS (GNU time: the run's largest process) are of the whole command.
 Data: CRM files and the simulated API of devtools/, or the peer's own generator and API when the peer runs.
 
 1. 30-day backfill at 100,000 companies, report off: ours on PostgreSQL against the peer (dlt + dbt,
@@ -184,26 +184,41 @@ class _KernelCounter:
         return len(self.seen)
 
 
+# GNU time: the peak RSS of the command's largest process, as the peer's side-by-side script measures it.
+# Not our own wait4: Linux carries the forking process's RSS high-water mark into an exec'ed child's
+# ru_maxrss, so every child of this (large) process would report at least this process's size.
+GNU_TIME = Path("/usr/bin/time")
+
+
 def run_command(
     command: list[str], env: dict[str, str], log: Path, *, count_kernels: bool = False
 ) -> RunResult:
-    """Run ``command`` to its end; its wall time and the peak RSS of its largest process (wait4)."""
+    """Run ``command`` to its end; its wall time and the peak RSS of its largest process."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log.with_suffix(".maxrss")
+    if not GNU_TIME.exists():
+        raise BenchError(f"{GNU_TIME} (GNU time) is needed for the peak RSS figures: apt-get install time")
     with log.open("wb") as output:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(GNU_TIME), "-f", "%M", "-o", str(rss_file), *command],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
         counter = _KernelCounter(process.pid) if count_kernels else None
-        # wait4, not wait: the rusage of this child and the children it waited for, not of all our children.
-        _, status, usage = os.wait4(process.pid, 0)
+        process.wait()
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
     kernels = counter.stop() if counter else 0
     if process.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise BenchError(
             f"{' '.join(command[:6])} ... exited {process.returncode}; {log}:\n" + "\n".join(tail)
         )
-    return RunResult(seconds, usage.ru_maxrss / 1024, kernels)
+    # The last line is the figure in KiB (a line before it reports a non-zero exit status).
+    peak_kib = int(rss_file.read_text().split()[-1])
+    return RunResult(seconds, peak_kib / 1024, kernels)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -607,7 +622,7 @@ def goals_2_6_8(bench: Bench, goals: set[int]) -> None:
                     f"peak RSS, {family} alone ({seconds0.get(family, 0):.2f} s)",
                     fmt_mib(result.peak_rss_mib),
                     f"luigi with nothing to do {fmt_mib(idle.peak_rss_mib)}",
-                    f"+{result.peak_rss_mib - idle.peak_rss_mib:.0f} MiB",
+                    f"{result.peak_rss_mib - idle.peak_rss_mib:+.0f} MiB",
                     "< 1024 MiB",
                     verdict(result.peak_rss_mib < 1024),
                 )
@@ -681,8 +696,9 @@ def million_floors(
     return floors
 
 
-def insert_select_floor(pg: Warehouse, day: dt.date) -> float:
-    """Writing the merged day's rows once: INSERT ... SELECT into a table like the mart (its key too)."""
+def insert_select_floor(pg: Warehouse, day: dt.date, last: dt.date | None = None) -> float:
+    """Writing the merged rows once: INSERT ... SELECT of the mart's rows of ``day`` (.. ``last``) into a
+    table like the mart (its key too)."""
     engine = open_warehouse(pg.settings)
     table = f"{pg.settings.analytics_schema}.company_daily_activity"
     with engine.begin() as connection:
@@ -693,8 +709,9 @@ def insert_select_floor(pg: Warehouse, day: dt.date) -> float:
     with engine.begin() as connection:
         started = time.perf_counter()
         connection.exec_driver_sql(
-            f"INSERT INTO public.bench_insert_floor SELECT * FROM {table} WHERE activity_date = %(day)s",
-            {"day": day},
+            "INSERT INTO public.bench_insert_floor "
+            f"SELECT * FROM {table} WHERE activity_date BETWEEN %(day)s AND %(last)s",
+            {"day": day, "last": last or day},
         )
         seconds = time.perf_counter() - started
     with engine.begin() as connection:
@@ -806,6 +823,7 @@ def generate_history(pg: Warehouse, companies: int, staged_days: int, merged_day
     params = {"first": FIRST_DAY, "n": companies, "days": staged_days}
     with engine.begin() as connection:
         run = connection.exec_driver_sql
+        run("SET LOCAL work_mem = '256MB'")  # the window sort of years of rows stays in memory
         if staged_days:
             run(
                 f"""INSERT INTO {stg}.crm_daily
@@ -911,11 +929,26 @@ def goal4(bench: Bench) -> None:
         floor = statistics.median(insert_select_floor(pg, day) for _ in range(bench.sizes.repeats))
     bench.add(
         "4",
-        f"merge of day 8 (D .. D+6 recompute), {n:,} companies",
+        f"merge of day 8 after 7 loaded days, {n:,} companies",
         fmt_s(ours),
         f"INSERT ... SELECT of the day {fmt_s(floor)}",
         ratio(ours, floor),
-        "near 1x (goal 4)",
+        "near 1x",
+    )
+    # Late data: day 8 arrives after days 9 .. 14 were loaded, so the merge also recomputes D+1 .. D+6.
+    last = day + dt.timedelta(days=6)
+    with fresh_warehouse(bench, "postgresql") as pg:
+        generate_history(pg, n, 14, range(7))
+        generate_history(pg, n, 0, range(8, 14))
+        ours = timed_merge(bench, pg, day, checks=False, data_dir=bench.work / "goal4")
+        floor = statistics.median(insert_select_floor(pg, day, last) for _ in range(bench.sizes.repeats))
+    bench.add(
+        "4",
+        f"late day 8 with days 9-14 loaded (recomputes D+1 .. D+6), {n:,} companies",
+        fmt_s(ours),
+        f"INSERT ... SELECT of D .. D+6 {fmt_s(floor)}",
+        ratio(ours, floor),
+        "near 1x",
     )
 
 
