@@ -8,7 +8,7 @@ LUIGID_PORT ?= 8082
 # `make demo DATABASE_URL=postgresql://...` runs the demo against another warehouse.
 DATABASE_URL ?=
 
-.PHONY: install demo test lint format scheduler bench clean help
+.PHONY: install demo test lint format scheduler bench bench-issue11 clean help
 
 help:
 	@echo "make install    the virtual environment with the pipeline only: what a deployment needs"
@@ -17,6 +17,7 @@ help:
 	@echo "make scheduler  luigid on 127.0.0.1:$(LUIGID_PORT): central scheduler and visualiser"
 	@echo "make lint       ruff check, ruff format check and the import-layer contract"
 	@echo "make bench      the benchmarks of bench/ (figures in docs/benchmarks.md)"
+	@echo "make bench-issue11  issue 11's goals 1-8 in one run, each figure beside its baseline (PEER_DIR=...)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,12 @@ bench: $(DEV_STAMP)
 	PYTHONPATH=. $(BIN)/python bench/bench_api_fetch.py
 	PYTHONPATH=. $(BIN)/python bench/bench_validation.py
 	PYTHONPATH=. $(BIN)/python bench/bench_report.py
+
+# Issue 11's goals in one run (bench/issue11.py): `make bench-issue11 BENCH_ARGS="--quick --goals 3,4,5"`;
+# PEER_DIR=<the dlt + dbt peer's folder> adds the peer to goal 1 (without it, goal 1 says it was skipped).
+BENCH_ARGS ?=
+bench-issue11: $(DEV_STAMP)
+	PYTHONPATH=. $(BIN)/python bench/issue11.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/demo var/data var/warehouse*.db var/sample
