@@ -228,9 +228,13 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# `--workers N` of every `luigi` run (bench option --workers); 1 is Luigi's default.
+LUIGI_WORKERS = 1
+
+
 def luigi_command(*arguments: str) -> list[str]:
     luigi = shutil.which("luigi", path=str(Path(sys.executable).parent)) or "luigi"
-    return [luigi, "--module", "pipeline", *arguments, "--local-scheduler"]
+    return [luigi, "--module", "pipeline", *arguments, "--local-scheduler", "--workers", str(LUIGI_WORKERS)]
 
 
 # -- warehouses ---------------------------------------------------------------------------------------------
@@ -1076,6 +1080,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="goal 3's backends",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, data)")
+    parser.add_argument("--workers", type=int, default=1, help="luigi --workers of our runs (default 1)")
     args = parser.parse_args(argv)
     args.goal_set = {int(goal) for goal in args.goals.split(",") if goal.strip()}
     if not args.goal_set <= set(range(1, 9)):
@@ -1104,6 +1109,8 @@ def print_table(bench: Bench) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global LUIGI_WORKERS
+    LUIGI_WORKERS = args.workers
     sizes = QUICK if args.quick else Sizes()
     work = Path(tempfile.mkdtemp(prefix="bench-issue11-"))
     bench = Bench(args, sizes, work)

@@ -98,7 +98,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
         keep_rows_before_merge(connection, activity_date, last_affected)
     run_sql(connection, "marts/delete_company_daily_activity_day", activity_date=activity_date)
     fault_point("merge:deleted")
-    run_sql(
+    output_rows = run_sql(
         connection,
         "marts/insert_company_daily_activity_day",
         activity_date=activity_date,
@@ -106,10 +106,7 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
         window_start=activity_date - (WINDOW_DAYS - 1) * DAY,
         previous_date=activity_date - DAY,
         loaded_at=loaded_at,
-    )
-    output_rows = int(
-        run_sql(connection, "marts/count_company_daily_activity_day", activity_date=activity_date).scalar()
-    )
+    ).rowcount  # the rows written: D had none after the delete
     # Every company of the snapshot gets a row, so the rest are the orphans.
     orphan_rows = output_rows - crm_rows
     fault_point("merge:populated")

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from pipeline.datasets import (
     CRM,
@@ -24,7 +24,7 @@ from pipeline.sources.crm_columnar import CrmTable
 from pipeline.sources.crm_snapshot import CrmSnapshot
 from pipeline.warehouse.engine import lock_warehouse_for_writing
 from pipeline.warehouse.ledger import record_load
-from pipeline.warehouse.sql import bulk_insert, bulk_insert_columns, run_sql
+from pipeline.warehouse.sql import bulk_insert, bulk_insert_columns, is_postgres, run_sql
 
 
 def stage_crm(
@@ -41,6 +41,7 @@ def stage_crm(
             connection, STAGED_CRM_TABLE, snapshot.table, constants={"snapshot_date": snapshot_date}
         )
         fault_point("stage:inserted")
+        _refresh_statistics(connection, "staging/refresh_staged_crm_statistics")
         record_load(connection, CRM, snapshot_date, count, snapshot.source, landing_id)
     return count
 
@@ -66,5 +67,14 @@ def stage_usage(
                 connection, STAGED_USAGE_TABLE, usage_rows, constants={"activity_date": activity_date}
             )
         fault_point("stage:inserted")
+        _refresh_statistics(connection, "staging/refresh_staged_usage_statistics")
         record_load(connection, USAGE, activity_date, count, source, landing_id)
     return count
+
+
+def _refresh_statistics(connection: Connection, statement: str) -> None:
+    """PostgreSQL: the planner's statistics of the table just loaded, so the merge's joins are planned for
+    the rows really staged. (MySQL's ANALYZE TABLE would commit the transaction; InnoDB and SQLite plan
+    these joins by their keys without it.)"""
+    if is_postgres(connection):
+        run_sql(connection, statement)

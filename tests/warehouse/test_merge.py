@@ -215,3 +215,47 @@ def test_merge_refuses_a_day_whose_usage_is_not_staged(engine):
     staging.stage_crm(engine, day(1), CrmSnapshot("test", [company("A")]), "x")
     with pytest.raises(merge.MergeError, match="product usage for 2026-11-01 is not staged"):
         merge.merge_day(engine, day(1))
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_the_postgresql_full_join_variant_writes_the_rows_of_the_common_statement(engine, monkeypatch):
+    """sql/marts/insert_company_daily_activity_day.postgresql.sql against the common file it replaces on
+    PostgreSQL, on the same staged days: companies with and without usage, orphans, a company leaving
+    the snapshot, a snapshot reused for a day without one."""
+    from pipeline.warehouse import sql
+
+    rng = random.Random(11)
+    ids = [f"C{index}" for index in range(40)]
+    for n in range(1, 10):
+        snapshot = [company(company_id) for company_id in ids[: 30 + n] if rng.random() < 0.9]
+        usage = [
+            (company_id, rng.randint(0, 3), rng.randint(0, 2)) for company_id in ids if rng.random() < 0.6
+        ]
+        landing_id = f"test-{n}"
+        if n != 5:  # day 5 uses day 4's snapshot
+            staging.stage_crm(engine, day(n), CrmSnapshot(source="test", companies=snapshot), landing_id)
+        staging.stage_usage(engine, day(n), usage, "test", landing_id)
+    for n in (1, 2, 3, 4, 5, 6, 7, 9, 8):  # day 8 late: D+1 recomputed
+        merge.merge_day(engine, day(n))
+    with_variant = table_rows(engine)
+    assert any(row[2] is None for row in with_variant), "orphans must be among the rows"
+
+    common = (sql.project.sql_dir() / "marts/insert_company_daily_activity_day.sql").read_text(
+        encoding="utf-8"
+    )
+    original = sql.read_sql.__wrapped__
+    monkeypatch.setattr(
+        sql,
+        "read_sql",
+        lambda name, family: (
+            common if name == "marts/insert_company_daily_activity_day" else original(name, family)
+        ),
+    )
+    sql.rendered_sql.cache_clear()
+    try:
+        for n in (1, 2, 3, 4, 5, 6, 7, 8, 9):
+            merge.merge_day(engine, day(n))
+        assert table_rows(engine) == with_variant
+    finally:
+        monkeypatch.undo()
+        sql.rendered_sql.cache_clear()

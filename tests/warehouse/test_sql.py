@@ -119,18 +119,20 @@ def test_the_variant_of_a_dialect_family_is_chosen_when_it_exists() -> None:
         assert update.startswith("UPDATE analytics.company_daily_activity AS target\nJOIN (")
 
 
-def test_the_mysql_variants_are_the_expected_ones() -> None:
+def test_the_dialect_variants_are_the_expected_ones() -> None:
     variants = sorted(
         path.relative_to(PROJECT_ROOT / "sql").as_posix() for path in (PROJECT_ROOT / "sql").rglob("*.*.sql")
     )
     assert variants == [
+        "marts/insert_company_daily_activity_day.postgresql.sql",
         "marts/update_rolling_activity_following_days.mysql.sql",
         "schema/analytics.mysql.sql",
         "schema/stg.mysql.sql",
         "schema/validation.mysql.sql",
     ]
     for variant in variants:
-        assert (PROJECT_ROOT / "sql" / variant.replace(".mysql.sql", ".sql")).exists(), variant
+        common = re.sub(r"\.(mysql|postgresql)\.sql$", ".sql", variant)
+        assert (PROJECT_ROOT / "sql" / common).exists(), variant
 
 
 def test_a_sqlite_warehouse_attaches_the_configured_names(tmp_path: Path) -> None:
