@@ -77,4 +77,7 @@ def _refresh_statistics(connection: Connection, statement: str) -> None:
     the rows really staged. (MySQL's ANALYZE TABLE would commit the transaction; InnoDB and SQLite plan
     these joins by their keys without it.)"""
     if is_postgres(connection):
+        # A sample of 3,000 rows rather than 30,000: enough for the row counts per date the plans need,
+        # and ANALYZE then costs ~0.02 s instead of 0.15-0.5 s (ten times a 30-day backfill's share).
+        connection.exec_driver_sql("SET LOCAL default_statistics_target = 10")
         run_sql(connection, statement)
