@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import files
-from pipeline.datasets import CRM, CRM_REQUIRED_COLUMNS
-from pipeline.sources import crm_snapshot, landing
-from pipeline.sources.crm_snapshot import CrmSnapshotError
+from pipeline.datasets import CRM_REQUIRED_COLUMNS
+from pipeline.sources import crm_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +85,8 @@ class _NotProvable(Exception):
 
 def read_landed_table(data_dir: Path, day: dt.date) -> tuple[dict, CrmTable]:
     """The day's landed snapshot (no download) as columns; errors name the original source."""
-    directory = landing.day_dir(data_dir, CRM, day)
-    manifest = landing.read_manifest(directory)
-    if manifest is None:
-        raise CrmSnapshotError(
-            str(directory), f"no complete landing of the CRM snapshot for {day.isoformat()}"
-        )
-    path = directory / manifest["file"]
-    data = path.read_bytes()
-    if files.sha256_bytes(data) != manifest["sha256"]:
-        raise CrmSnapshotError(
-            str(path), "the landed file differs from its manifest checksum; fetch it again"
-        )
-    return manifest, parse_table(data, source=f"{manifest['source']} (landed as {path})")
+    manifest, data, source = crm_snapshot.read_landed_bytes(data_dir, day)
+    return manifest, parse_table(data, source)
 
 
 def parse_table(data: bytes, source: str) -> CrmTable:

@@ -68,6 +68,13 @@ class CrmSnapshot:
 
 def read_landed_snapshot(data_dir: Path, day: dt.date) -> tuple[dict, CrmSnapshot]:
     """Parse the day's landed snapshot (no download); errors name the original source."""
+    manifest, data, source = read_landed_bytes(data_dir, day)
+    return manifest, parse_snapshot_bytes(data, source)
+
+
+def read_landed_bytes(data_dir: Path, day: dt.date) -> tuple[dict, bytes, str]:
+    """The day's landed snapshot file, checked against its manifest: the manifest, the bytes, and the name
+    errors use for them (the original source and where it was landed)."""
     directory = landing.day_dir(data_dir, CRM, day)
     manifest = landing.read_manifest(directory)
     if manifest is None:
@@ -75,11 +82,12 @@ def read_landed_snapshot(data_dir: Path, day: dt.date) -> tuple[dict, CrmSnapsho
             str(directory), f"no complete landing of the CRM snapshot for {day.isoformat()}"
         )
     path = directory / manifest["file"]
-    if files.sha256_file(path) != manifest["sha256"]:
+    data = path.read_bytes()
+    if files.sha256_bytes(data) != manifest["sha256"]:
         raise CrmSnapshotError(
             str(path), "the landed file differs from its manifest checksum; fetch it again"
         )
-    return manifest, parse_snapshot(path, source=f"{manifest['source']} (landed as {path})")
+    return manifest, data, f"{manifest['source']} (landed as {path})"
 
 
 def parse_snapshot(path: Path, source: str | None = None) -> CrmSnapshot:
