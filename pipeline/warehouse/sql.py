@@ -285,12 +285,10 @@ def bulk_insert_columns(
             pass
         elif family == "sqlite":
             _executemany_columns(connection, target, quoted, columns, constants)
+        elif family == "postgresql":
+            _copy_payload(connection, target, quoted, _PayloadReader(columns, constants))
         else:
-            payload = _copy_text_payload(columns, constants)
-            if family == "postgresql":
-                _copy_payload(connection, target, quoted, payload)
-            else:
-                _load_data_payload(connection, target, quoted, payload, columns, constants)
+            _load_data_payload(connection, target, quoted, columns, constants)
     except (sa.exc.DBAPIError, dbapi_error) as error:
         reason = getattr(error, "orig", None) or error
         raise BulkLoadError(
@@ -301,6 +299,30 @@ def bulk_insert_columns(
 
 # SQLite has no bulk path: executemany of this many rows at a time keeps memory flat.
 SQLITE_SLICE_ROWS = 50_000
+# COPY text is built this many rows at a time: memory stays flat, and a slice's text stays far below the
+# 2 GiB a pyarrow string array can hold.
+PAYLOAD_SLICE_ROWS = 250_000
+
+
+class _PayloadReader:
+    """The COPY text of a table as a binary file (``read(size)``), built one slice of rows at a time."""
+
+    def __init__(self, columns: Any, constants: dict[str, Any]) -> None:
+        step = PAYLOAD_SLICE_ROWS
+        self._slices = (columns.slice(start, step) for start in range(0, columns.num_rows, step))
+        self._constants = constants
+        self._buffer = memoryview(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buffer:
+            piece = next(self._slices, None)
+            if piece is None:
+                return b""
+            self._buffer = memoryview(_copy_text_payload(piece, self._constants))
+        if size is None or size < 0:
+            size = len(self._buffer)
+        chunk, self._buffer = self._buffer[:size], self._buffer[size:]
+        return chunk.tobytes()
 
 
 def _text_columns(columns: Any) -> list[Any]:
@@ -341,12 +363,10 @@ def _copy_text_payload(columns: Any, constants: dict[str, Any]) -> Any:
     return lines.buffers()[2][offsets[lines.offset] : offsets[lines.offset + len(lines)]]
 
 
-def _copy_payload(connection: Connection, target: str, quoted: str, payload: Any) -> None:
-    import pyarrow as pa
-
+def _copy_payload(connection: Connection, target: str, quoted: str, payload: _PayloadReader) -> None:
     cursor = connection.connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {target} ({quoted}) FROM STDIN", pa.BufferReader(payload), size=1 << 20)
+        cursor.copy_expert(f"COPY {target} ({quoted}) FROM STDIN", payload, size=1 << 20)
     finally:
         cursor.close()
 
@@ -359,14 +379,16 @@ def _rows_as_text(columns: Any, constants: dict[str, Any]) -> list[tuple]:
 
 
 def _load_data_payload(
-    connection: Connection, target: str, quoted: str, payload: Any, columns: Any, constants: dict[str, Any]
+    connection: Connection, target: str, quoted: str, columns: Any, constants: dict[str, Any]
 ) -> None:
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the server reads it, removed below
         "wb", prefix="pipeline-load-", suffix=".tsv", delete=False
     )
     try:
         with handle:
-            handle.write(memoryview(payload))
+            payload = _PayloadReader(columns, constants)
+            while chunk := payload.read(1 << 22):
+                handle.write(chunk)
         _load_data_file(
             connection,
             target,

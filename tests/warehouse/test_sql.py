@@ -242,10 +242,16 @@ def test_unicode_and_control_characters_round_trip_through_the_bulk_load(engine:
     assert [row[2] for row in table_rows(engine)] == names
 
 
-def test_the_columnar_bulk_load_stores_what_the_row_bulk_load_stores(engine: sa.Engine) -> None:
-    """bulk_insert_columns builds its COPY text on pyarrow columns: the same rows as bulk_insert's."""
+def test_the_columnar_bulk_load_stores_what_the_row_bulk_load_stores(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bulk_insert_columns builds its COPY text on pyarrow columns, a slice of rows at a time: the same
+    rows as bulk_insert's."""
     from pipeline.sources.crm_columnar import table_of_companies
+    from pipeline.warehouse import sql
     from pipeline.warehouse.sql import bulk_insert_columns
+
+    monkeypatch.setattr(sql, "PAYLOAD_SLICE_ROWS", 2)  # five rows: three slices of COPY text
 
     stamps = [
         dt.datetime(2026, 11, 1, 8, 30),
