@@ -46,13 +46,6 @@ class ReadBackError(RuntimeError):
     """A validation query returned a column the COPY read-back has no type for."""
 
 
-def _pyarrow() -> Any:
-    import pyarrow
-    import pyarrow.csv
-
-    return pyarrow
-
-
 def _frame(connection: Connection, name: str, **params: Any) -> Any:
     """The rows of ``sql/<name>.sql`` as a DataFrame, the same on every backend and read path."""
     if is_postgres(connection):
@@ -107,8 +100,9 @@ def copy_out_frame(connection: Connection, name: str, **params: Any) -> Any:
     datetime64, booleans as bool (objects with None when a NULL is among them); a column that is NULL in
     every row is an object column of None, and an empty result has object columns."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv  # pa.csv below
 
-    pa = _pyarrow()
     buffer = io.BytesIO()
     encoding = copy_out(connection, name, buffer, **params)
     buffer.seek(0)

@@ -186,19 +186,21 @@ def _lines(body: bytes) -> Any:
             pa.py_buffer(body),
             read_options=pcsv.ReadOptions(column_names=["line"], use_threads=False, block_size=1 << 26),
             parse_options=pcsv.ParseOptions(delimiter=delimiter, quote_char=False),
-            convert_options=_all_text({"line"}),
+            convert_options=_all_text(["line"]),
         )
     except pa.ArrowInvalid as error:
         raise _NotProvable(f"pyarrow could not split the lines ({error})") from error
     return table["line"].combine_chunks()
 
 
-def _all_text(names: set[str]) -> Any:
+def _all_text(names: list[str], include: list[str] | None = None) -> Any:
+    """Conversion options that keep every field as the text it is: no NULL, no type inference."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
     return pcsv.ConvertOptions(
         column_types={name: pa.string() for name in names},
+        include_columns=include or names,
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
         null_values=[],
@@ -217,13 +219,7 @@ def _read_fields(body: bytes, width: int, required: list[int]) -> Any:
                 column_names=names, skip_rows=1, use_threads=False, block_size=1 << 26
             ),
             parse_options=pcsv.ParseOptions(quote_char='"', double_quote=True, newlines_in_values=False),
-            convert_options=pcsv.ConvertOptions(
-                include_columns=[names[index] for index in required],
-                column_types={name: pa.string() for name in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-                null_values=[],
-            ),
+            convert_options=_all_text(names, [names[index] for index in required]),
         )
     except pa.ArrowInvalid as error:  # a row of another width, bytes that are not UTF-8...
         raise _NotProvable(f"pyarrow refused the file ({str(error).splitlines()[0][:200]})") from error

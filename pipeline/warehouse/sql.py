@@ -15,16 +15,16 @@ common file; :func:`read_sql` is the one place that chooses, by dialect family (
 MariaDB). No statement is rewritten at run time.
 
 Values are bound typed (dates as DATE, timestamps as UTC without a zone), so each backend gets its native
-value; the boolean columns are read back as True/False/None on every backend. Bulk loads are ``COPY`` on
-PostgreSQL, ``LOAD DATA LOCAL INFILE`` on MySQL and one ``executemany`` on SQLite, in the caller's
-transaction, and fail as :class:`BulkLoadError` whatever the backend.
+value; the boolean columns are read back as True/False/None on every backend. Bulk loads take pyarrow
+columns (rows are turned into columns first) and are ``COPY`` on PostgreSQL, ``LOAD DATA LOCAL INFILE``
+on MySQL and ``executemany`` in slices on SQLite, in the caller's transaction, and fail as
+:class:`BulkLoadError` whatever the backend.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import io
 import logging
 import os
 import re
@@ -243,27 +243,23 @@ def _copy_text_value(value: Any) -> str:
 def bulk_insert(
     connection: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
-    """Insert many rows into ``table`` (``"{stg}.crm_daily"``) in the connection's transaction: COPY on
-    PostgreSQL, LOAD DATA LOCAL INFILE on MySQL, executemany on SQLite. Returns the rows inserted; a row
-    the table refuses raises :class:`BulkLoadError` naming the table."""
-    target = with_schema_names(connection, table)
-    quoted = ", ".join(f'"{column}"' for column in columns)
-    family = sql_context(connection).family
+    """Insert many rows (tuples in the order of ``columns``) into ``table`` in the connection's
+    transaction: the rows are turned into columns and loaded by :func:`bulk_insert_columns`. Returns the
+    rows inserted; a row the table refuses raises :class:`BulkLoadError` naming the table."""
+    import pyarrow as pa
+
     materialised = [tuple(row) for row in rows]
-    dbapi_error = connection.dialect.loaded_dbapi.Error
     try:
-        if family == "postgresql":
-            _copy(connection, target, quoted, materialised)
-        elif family == "mysql":
-            _load_data_local(connection, target, quoted, materialised)
-        else:
-            _executemany(connection, target, quoted, [tuple(map(_sqlite_value, row)) for row in materialised])
-    except (sa.exc.DBAPIError, dbapi_error) as error:
-        reason = getattr(error, "orig", None) or error
+        values = list(zip(*materialised, strict=True)) if materialised else [()] * len(columns)
+        arrays = pa.table(
+            {name: pa.array(list(column)) for name, column in zip(columns, values, strict=True)}
+        )
+    except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise BulkLoadError(
-            f"bulk load of {len(materialised)} rows into {target} failed: {_first_line(reason)}"
+            f"bulk load of {len(materialised)} rows into {with_schema_names(connection, table)} failed: "
+            f"the rows are not {len(columns)} columns of one type each ({_first_line(error)})"
         ) from error
-    return len(materialised)
+    return bulk_insert_columns(connection, table, arrays)
 
 
 def bulk_insert_columns(
@@ -409,7 +405,7 @@ def _executemany_columns(
     leading = [_sqlite_value(value) for value in constants.values()]
     placeholders = ", ".join("?" for _ in range(len(leading) + columns.num_columns))
     statement = f"INSERT INTO {target} ({quoted}) VALUES ({placeholders})"
-    keep = [pa.types.is_integer(field.type) for field in columns.schema]
+    keep = [pa.types.is_integer(field.type) or pa.types.is_boolean(field.type) for field in columns.schema]
     for start in range(0, columns.num_rows, SQLITE_SLICE_ROWS):
         piece = columns.slice(start, SQLITE_SLICE_ROWS)
         texts = _text_columns(piece)
@@ -427,25 +423,6 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _copy(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join(_copy_text_value(value) for value in row))
-        buffer.write("\n")
-    buffer.seek(0)
-    cursor = connection.connection.cursor()
-    try:
-        cursor.copy_expert(f"COPY {target} ({quoted}) FROM STDIN", buffer)
-    finally:
-        cursor.close()
-
-
-def _executemany(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
-    if rows:
-        placeholders = ", ".join("?" for _ in rows[0])
-        connection.exec_driver_sql(f"INSERT INTO {target} ({quoted}) VALUES ({placeholders})", rows)
-
-
 # MySQL errors of a server or client that refuses LOAD DATA LOCAL: 1148 (older servers), 3948 (MySQL 8.0
 # with local_infile=OFF), 4166 (MariaDB with local_infile off on either side).
 LOCAL_INFILE_REFUSED = (1148, 3948, 4166)
@@ -456,22 +433,6 @@ _LOAD_DATA = (
     "LOAD DATA LOCAL INFILE %s INTO TABLE {target} CHARACTER SET utf8mb4 "
     "FIELDS TERMINATED BY X'09' ESCAPED BY X'5C' LINES TERMINATED BY X'0A' ({columns})"
 )
-
-
-def _load_data_local(connection: Connection, target: str, quoted: str, rows: list[tuple]) -> None:
-    if not rows:
-        return
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the server reads it, removed below
-        "w", encoding="utf-8", newline="\n", prefix="pipeline-load-", suffix=".tsv", delete=False
-    )
-    try:
-        with handle:
-            for row in rows:
-                handle.write("\t".join(_copy_text_value(value) for value in row))
-                handle.write("\n")
-        _load_data_file(connection, target, quoted, handle.name, len(rows), lambda: rows)
-    finally:
-        os.unlink(handle.name)
 
 
 def _load_data_file(
