@@ -583,11 +583,12 @@ def goal1(bench: Bench) -> None:
         bench.add("1", "same backfill, peak RSS", fmt_mib(ours.peak_rss_mib))
     for family, seconds in sorted(stage_sums.items(), key=lambda item: -item[1]):
         bench.add("1", f"PostgreSQL backfill: {family}, sum over the days", fmt_s(seconds))
-    bench.add(
-        "1",
-        "PostgreSQL backfill: luigi itself (wall minus the tasks' sum)",
-        fmt_s(ours.seconds - sum(stage_sums.values())),
-    )
+    if bench.args.workers == 1:  # with more workers the tasks overlap: their sum exceeds the wall time
+        bench.add(
+            "1",
+            "PostgreSQL backfill: luigi itself (wall minus the tasks' sum)",
+            fmt_s(ours.seconds - sum(stage_sums.values())),
+        )
     bench.add(
         "1",
         f"{days}-day backfill, {n:,} companies, SQLite, wall",

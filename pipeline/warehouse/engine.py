@@ -383,9 +383,12 @@ def ensure_schema(engine: Engine) -> None:
             # (held until the connection goes back to the pool) is what serialises concurrent first runs.
             _get_mysql_lock(connection, mysql_lock_name(context.schemas, "setup"), _lock_timeout(connection))
             _create_mysql_databases(connection, context)
+        # no_parameters: the DBAPI gets the text as written, so a "%" (PostgreSQL's format()) is not
+        # read as a parameter marker.
+        ddl = connection.execution_options(no_parameters=True)
         for name in DDL_FILES:
             for statement in split_statements(rendered_sql(name, context)):
-                connection.exec_driver_sql(statement)
+                ddl.exec_driver_sql(statement)
 
 
 def open_warehouse(warehouse: WarehouseSettings) -> Engine:

@@ -188,11 +188,23 @@ def rendered_sql(name: str, context: SqlContext) -> str:
 
 
 def split_statements(sql_text: str) -> list[str]:
-    """Statements of a DDL file: separated by a semicolon at the end of a line, comments dropped."""
-    without_comments = strip_comments(sql_text)
-    return [
-        statement.strip() for statement in re.split(r";\s*\n", without_comments + "\n") if statement.strip()
-    ]
+    """Statements of a DDL file: separated by a semicolon at the end of a line, comments dropped. A
+    ``$$``-quoted body (a PostgreSQL function or ``DO`` block) is one piece of its statement, whatever
+    semicolons it holds."""
+    pieces = strip_comments(sql_text).split("$$")
+    if len(pieces) % 2 == 0:
+        raise WarehouseError("a DDL file has an unterminated $$-quoted body")
+    statements, current = [], ""
+    for index, piece in enumerate(pieces):
+        if index % 2:  # inside $$ ... $$
+            current += f"$${piece}$$"
+            continue
+        parts = re.split(r";\s*\n", piece + ("\n" if index == len(pieces) - 1 else ""))
+        parts[0] = current + parts[0]
+        statements.extend(parts[:-1])
+        current = parts[-1]
+    statements.append(current)
+    return [statement.strip() for statement in statements if statement.strip()]
 
 
 def strip_comments(sql_text: str) -> str:
@@ -286,11 +298,19 @@ def bulk_insert_columns(
         else:
             _load_data_payload(connection, target, quoted, columns, constants)
     except (sa.exc.DBAPIError, dbapi_error) as error:
-        reason = getattr(error, "orig", None) or error
-        raise BulkLoadError(
-            f"bulk load of {count} rows into {target} failed: {_first_line(reason)}"
-        ) from error
+        raise refused_bulk_load(target, count, error) from error
     return count
+
+
+def refused_bulk_load(target: str, count: int, error: BaseException) -> BulkLoadError:
+    """The :class:`BulkLoadError` of a load of ``count`` rows into ``target`` that the database refused:
+    its first line, and PostgreSQL's detail (which key is duplicated) when there is one."""
+    reason = getattr(error, "orig", None) or error
+    detail = getattr(getattr(reason, "diag", None), "message_detail", None)
+    return BulkLoadError(
+        f"bulk load of {count} rows into {target} failed: {_first_line(reason)}"
+        + (f" ({detail})" if detail else "")
+    )
 
 
 # SQLite has no bulk path: executemany of this many rows at a time keeps memory flat.

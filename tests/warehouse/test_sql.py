@@ -21,10 +21,12 @@ from pipeline.warehouse.sql import (
     SchemaNames,
     SqlContext,
     SqlTemplateError,
+    WarehouseError,
     bulk_insert,
     read_sql,
     rendered_sql,
     run_sql,
+    split_statements,
     sql_context,
 )
 
@@ -107,7 +109,8 @@ def test_every_sql_file_renders_for_every_dialect(family: str) -> None:
 def test_the_variant_of_a_dialect_family_is_chosen_when_it_exists() -> None:
     common = (PROJECT_ROOT / "sql/schema/stg.sql").read_text(encoding="utf-8")
     variant = (PROJECT_ROOT / "sql/schema/stg.mysql.sql").read_text(encoding="utf-8")
-    assert read_sql("schema/stg", "postgresql") == common
+    postgres_variant = (PROJECT_ROOT / "sql/schema/stg.postgresql.sql").read_text(encoding="utf-8")
+    assert read_sql("schema/stg", "postgresql") == postgres_variant
     assert read_sql("schema/stg", "sqlite") == common
     assert read_sql("schema/stg", "mysql") == variant
     # MySQL and MariaDB are one family: the same variant for both URLs.
@@ -119,6 +122,25 @@ def test_the_variant_of_a_dialect_family_is_chosen_when_it_exists() -> None:
         assert update.startswith("UPDATE analytics.company_daily_activity AS target\nJOIN (")
 
 
+def test_ddl_statements_split_at_line_end_semicolons_but_never_inside_a_dollar_quoted_body() -> None:
+    function = "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n    PERFORM 1;\n"
+    function += "    RETURN 2;\nEND\n$$"
+    ddl = (
+        "CREATE TABLE a (x INT); -- a comment; not a statement\n"
+        f"{function};\n"
+        "DO $$ BEGIN\n    PERFORM 3;\nEND $$;\n"
+        "CREATE TABLE b (y INT)"
+    )
+    assert split_statements(ddl) == [
+        "CREATE TABLE a (x INT)",
+        function,
+        "DO $$ BEGIN\n    PERFORM 3;\nEND $$",
+        "CREATE TABLE b (y INT)",
+    ]
+    with pytest.raises(WarehouseError, match=r"unterminated \$\$"):
+        split_statements("DO $$ BEGIN PERFORM 1;\nEND;\n")
+
+
 def test_the_dialect_variants_are_the_expected_ones() -> None:
     variants = sorted(
         path.relative_to(PROJECT_ROOT / "sql").as_posix() for path in (PROJECT_ROOT / "sql").rglob("*.*.sql")
@@ -128,6 +150,7 @@ def test_the_dialect_variants_are_the_expected_ones() -> None:
         "marts/update_rolling_activity_following_days.mysql.sql",
         "schema/analytics.mysql.sql",
         "schema/stg.mysql.sql",
+        "schema/stg.postgresql.sql",
         "schema/validation.mysql.sql",
     ]
     for variant in variants:
