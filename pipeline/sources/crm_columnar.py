@@ -148,7 +148,7 @@ def _parse_columnar(data: bytes, source: str) -> CrmTable:
             raise _NotProvable(f"a value of column {name} reaches the csv field size limit ({limit})")
     values = {name: table[name].combine_chunks() for name in table.column_names}
     for name in _TRIMMED_COLUMNS:
-        values[name] = _strip(values[name])
+        values[name] = strip_like_python(values[name])
     ids = values["company_id"]
     if pc.any(pc.equal(ids, "")).as_py():
         raise _NotProvable("an empty company_id")
@@ -226,7 +226,7 @@ def _read_fields(body: bytes, width: int, required: list[int]) -> Any:
     return table.rename_columns(list(CRM_REQUIRED_COLUMNS))
 
 
-def _strip(values: Any) -> Any:
+def strip_like_python(values: Any) -> Any:
     """``str.strip`` of every value: on the column for ASCII text (the exact set of characters Python
     removes), by Python itself for the values with other characters."""
     import pyarrow as pa

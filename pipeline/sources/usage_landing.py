@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline import clock, files
 from pipeline.datasets import USAGE
@@ -23,7 +23,17 @@ from pipeline.sources.product_api import (
     ProductApiError,
     UsagePageError,
 )
-from pipeline.sources.usage_pages import DuplicateTracker, UsagePage, parse_usage_page
+from pipeline.sources.usage_pages import (
+    DuplicateTracker,
+    UsageColumns,
+    UsagePage,
+    parse_usage_page,
+    parse_usage_page_columns,
+    usage_schema,
+)
+
+# A landed page as parsed: rows (UsagePage) or columns (UsageColumns).
+PageT = TypeVar("PageT", UsagePage, UsageColumns)
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +203,9 @@ def read_landed_usage_table(data_dir: Path, day: dt.date) -> tuple[dict[str, Any
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    manifest, pages = _landed_pages(data_dir, day)
-    schema = pa.schema([("company_id", pa.string()), ("active_users", pa.int64()), ("events", pa.int64())])
-    batches = [pa.record_batch(_columns(page), schema=schema) for page in pages]
-    table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+    manifest, pages = _landed_pages(data_dir, day, parse_usage_page_columns)
+    batches = [page.batch for page in pages]
+    table = pa.Table.from_batches(batches, schema=usage_schema()).combine_chunks()
     if len(pc.unique(table["company_id"])) != table.num_rows:
         read_landed_usage(data_dir, day)  # names the duplicate and both pages
         raise UsagePageError(
@@ -206,18 +215,17 @@ def read_landed_usage_table(data_dir: Path, day: dt.date) -> tuple[dict[str, Any
     return manifest, table
 
 
-def _columns(page: UsagePage) -> list[list]:
-    return [list(column) for column in zip(*page.rows, strict=True)] if page.rows else [[], [], []]
-
-
-def _landed_pages(data_dir: Path, day: dt.date) -> tuple[dict[str, Any], Iterator[UsagePage]]:
-    """The manifest of a complete landing and its pages, each checked against its checksum and parsed."""
+def _landed_pages(
+    data_dir: Path, day: dt.date, parse: Callable[..., PageT] = parse_usage_page
+) -> tuple[dict[str, Any], Iterator[PageT]]:
+    """The manifest of a complete landing and its pages, each checked against its checksum and parsed
+    (by ``parse``: as rows, or as columns)."""
     directory = landing.day_dir(data_dir, USAGE, day)
     manifest = landing.read_manifest(directory)
     if manifest is None:
         raise ProductApiError(f"no complete landing of product usage for {day.isoformat()} in {directory}")
 
-    def pages() -> Iterator[UsagePage]:
+    def pages() -> Iterator[PageT]:
         for meta in manifest["pages"]:
             path = directory / meta["file"]
             raw = path.read_bytes()
@@ -225,7 +233,7 @@ def _landed_pages(data_dir: Path, day: dt.date) -> tuple[dict[str, Any], Iterato
                 raise LandingIntegrityError(
                     f"{path}: checksum differs from the manifest; the landing was modified"
                 )
-            yield parse_usage_page(raw, day, int(meta["page"]), path)
+            yield parse(raw, day, int(meta["page"]), path)
 
     return manifest, pages()
 
