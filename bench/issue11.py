@@ -921,17 +921,20 @@ def unmerge(pg: Warehouse, day: dt.date) -> None:
             )
 
 
-def timed_merge(bench: Bench, pg: Warehouse, day: dt.date, *, checks: bool, data_dir: Path) -> float:
+def timed_merge(
+    bench: Bench, pg: Warehouse, day: dt.date, *, checks: bool, data_dir: Path, repeats: int | None = None
+) -> float:
     """The median of ``repeats`` first-load merges of ``day`` (each undone but the last), after one untimed
     merge: the first in a process pays for importing Great Expectations and warming caches."""
     engine = open_warehouse(pg.settings)
+    repeats = repeats or bench.sizes.repeats
     times = []
-    for attempt in range(bench.sizes.repeats + 1):
+    for attempt in range(repeats + 1):
         before = gates.output_validator(data_dir, max_row_drop=0.25) if checks else None
         started = time.perf_counter()
         merge.merge_day(engine, day, before_commit=before)
         times.append(time.perf_counter() - started)
-        if attempt < bench.sizes.repeats:
+        if attempt < repeats:
             unmerge(pg, day)
     return statistics.median(times[1:])
 
@@ -978,11 +981,14 @@ def goal5(bench: Bench) -> None:
         started = time.perf_counter()
         generate_history(pg, n, days, range(7))
         generated = time.perf_counter() - started
-        at_day8 = timed_merge(bench, pg, early, checks=True, data_dir=data_dir)
+        # Sub-second merges on a shared machine: the median of 3x the usual repeats, so that one noisy
+        # moment does not decide the ratio.
+        repeats = 3 * bench.sizes.repeats
+        at_day8 = timed_merge(bench, pg, early, checks=True, data_dir=data_dir, repeats=repeats)
         started = time.perf_counter()
         generate_history(pg, n, 0, range(8, days - 1))
         generated += time.perf_counter() - started
-        at_day730 = timed_merge(bench, pg, late, checks=True, data_dir=data_dir)
+        at_day730 = timed_merge(bench, pg, late, checks=True, data_dir=data_dir, repeats=repeats)
     print(f"  (history generated in {generated:.1f} s)")
     bench.add(
         "5",
