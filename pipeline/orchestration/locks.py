@@ -10,14 +10,17 @@ Two kinds of lock cover them (docs/operations_concurrency.md):
   staging that reads the landing exclude each other). Holding them, the task asks ``complete()`` again:
   a run that waited finds the work done by the other and skips it. The kernel drops an ``flock`` when
   its process dies, even by SIGKILL, so a crashed run never leaves a stale lock behind.
-* **The warehouse write lock** (:func:`lock_warehouse_for_writing`): staging and merge transactions
-  take it first. SQLite has it already (``BEGIN IMMEDIATE`` with a busy timeout: one writer at a time);
-  on PostgreSQL it is a transaction-level advisory lock, released by the commit, the rollback or the
-  server when the connection dies. One lock for all days, not one per day: a merge of D rewrites the
-  rolling columns of D .. D+6 and reads D-6 .. D, so merges of nearby days must not interleave.
+* **The warehouse write lock** (:func:`lock_warehouse_for_writing`): merge transactions take it first,
+  and staging transactions on SQLite and MySQL. SQLite has it already (``BEGIN IMMEDIATE`` with a busy
+  timeout: one writer at a time); on PostgreSQL it is a transaction-level advisory lock, released by the
+  commit, the rollback or the server when the connection dies. One lock for all days, not one per day: a
+  merge of D rewrites the rolling columns of D .. D+6 and reads D-6 .. D, so merges of nearby days must
+  not interleave. On PostgreSQL staging takes the lock of its day instead (:func:`lock_staged_day`),
+  which a merge takes too for the staged days it reads (docs/operations_concurrency.md).
 
-Locks are taken in one global order (sorted paths, then the warehouse lock inside the task's run), and
-no code waits for a task lock while it holds the warehouse lock, so they cannot deadlock.
+Locks are taken in one global order (sorted paths, then the warehouse lock inside the task's run, then
+staged-day locks), and no code waits for a task lock while it holds a database lock, so they cannot
+deadlock.
 """
 
 from __future__ import annotations

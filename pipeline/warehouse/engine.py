@@ -7,14 +7,20 @@ attached beside the main file under the configured names (``warehouse.db`` -> ``
 ``warehouse.analytics.db``), so the same qualified names work in the same SQL files (``{stg}.crm_daily``:
 see :mod:`pipeline.warehouse.sql`). What MySQL needs on top is in docs/mysql.md.
 
-The write lock (:func:`lock_warehouse_for_writing`) serialises staging and merge transactions: SQLite
-has it already (``BEGIN IMMEDIATE`` with a busy timeout: one writer at a time); on PostgreSQL it is a
-transaction-level advisory lock, released by the commit, the rollback or the server when the connection
-dies; on MySQL it is a named lock (``GET_LOCK``), which belongs to the session rather than the
-transaction: the engine releases it when the connection goes back to its pool, right after the commit
-or rollback, and the server when the connection dies. One lock for all days, not one per day: a merge
-of D rewrites the rolling columns of D .. D+6 and reads D-6 .. D, so merges of nearby days must not
-interleave (docs/operations_concurrency.md).
+The write lock (:func:`lock_warehouse_for_writing`) serialises merge transactions: SQLite has it already
+(``BEGIN IMMEDIATE`` with a busy timeout: one writer at a time); on PostgreSQL it is a transaction-level
+advisory lock, released by the commit, the rollback or the server when the connection dies; on MySQL it
+is a named lock (``GET_LOCK``), which belongs to the session rather than the transaction: the engine
+releases it when the connection goes back to its pool, right after the commit or rollback, and the server
+when the connection dies. One lock for all days, not one per day: a merge of D rewrites the rolling
+columns of D .. D+6 and reads D-6 .. D, so merges of nearby days must not interleave
+(docs/operations_concurrency.md).
+
+Staging takes the lock of what it writes (:func:`lock_for_staging`). On PostgreSQL that is one staged
+day's advisory lock (:func:`lock_staged_day`), which a merge also takes for the CRM snapshot and the
+usage day it reads: staging a day waits for nothing but the staging or merge of that same day, so with
+``--workers 2`` one day is staged while another is merged. On SQLite and MySQL staging takes the write
+lock, as merges do.
 
 Why one module of about 500 lines: the three backends' engines, their schema set-up and their write
 locks are one decision per backend, read side by side (MySQL's is the longest: session set-up, GET_LOCK,
@@ -23,6 +29,7 @@ CREATE DATABASE only when missing); the next split, when it grows, is a module p
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import math
@@ -35,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pipeline.datasets import CRM, USAGE
 from pipeline.warehouse.sql import (
     SCHEMA_KEYS,
     SQL_CONTEXT_OPTION,
@@ -49,7 +57,7 @@ from pipeline.warehouse.sql import (
 
 # PostgreSQL advisory locks of the pipeline: pg_advisory_xact_lock(PG_LOCK_CLASS, key), one key per purpose.
 PG_LOCK_CLASS = 7261
-PG_WAREHOUSE_WRITES = 1  # staging and merge transactions
+PG_WAREHOUSE_WRITES = 1  # merge transactions (and staging, on the other backends)
 PG_SCHEMA_SETUP = 2  # the first run's CREATE ... IF NOT EXISTS
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -491,7 +499,8 @@ def _lock_timeout(connection: Connection) -> float:
 
 
 def lock_warehouse_for_writing(connection: Connection) -> None:
-    """Serialise this transaction with every other staging and merge transaction (see the module doc).
+    """Serialise this transaction with every other merge transaction, and with every staging
+    transaction on SQLite and MySQL (see the module doc).
 
     Call it first in the transaction. SQLite: nothing to do, ``BEGIN IMMEDIATE`` took the database's
     write lock (waiting up to its busy timeout). PostgreSQL: an advisory lock held until the transaction
@@ -507,3 +516,32 @@ def lock_warehouse_for_writing(connection: Connection) -> None:
     elif family == "mysql":
         name = mysql_lock_name(sql_context(connection).schemas, "writes")
         _get_mysql_lock(connection, name, _lock_timeout(connection))
+
+
+def lock_staged_day(connection: Connection, dataset: str, day: dt.date) -> None:
+    """PostgreSQL: wait for, then hold until the transaction ends, the lock of one staged day of
+    ``dataset`` (``crm`` or ``usage``). Staging that day takes it, and so does a merge for each staged day
+    it reads, before it reads them: the merge sees the day's load record and rows of one staging, never
+    half of a re-staging. Other backends: nothing (their staging takes the warehouse write lock)."""
+    if dialect_family(connection.dialect) == "postgresql":
+        lock_class = _pg_staged_day_lock_class(sql_context(connection).schemas.stg, dataset)
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({lock_class}, {day.toordinal()})")
+
+
+def _pg_staged_day_lock_class(stg_schema: str, dataset: str) -> int:
+    """pg_advisory_xact_lock(class, day) keys of one staged table: the class is a hash of the schema and
+    the dataset, so that warehouses sharing a database (other schema names) never wait for each other."""
+    if dataset not in (CRM, USAGE):
+        raise ValueError(f"no staged table for dataset {dataset!r}")
+    digest = hashlib.sha256(f"{stg_schema}:{dataset}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def lock_for_staging(connection: Connection, dataset: str, day: dt.date) -> None:
+    """The lock a transaction staging ``day`` of ``dataset`` takes first. PostgreSQL: that day's lock
+    (:func:`lock_staged_day`), so that it waits neither for merges of other days nor for the staging of
+    other days. SQLite and MySQL: the warehouse write lock (SQLite has one writer at a time anyway)."""
+    if dialect_family(connection.dialect) == "postgresql":
+        lock_staged_day(connection, dataset, day)
+    else:
+        lock_warehouse_for_writing(connection)

@@ -25,7 +25,7 @@ from pipeline.clock import as_date, utc_now
 from pipeline.datasets import CRM, USAGE
 from pipeline.faultpoints import fault_point
 from pipeline.warehouse.corrections import DayCorrection, keep_rows_before_merge, record_changes
-from pipeline.warehouse.engine import lock_warehouse_for_writing
+from pipeline.warehouse.engine import lock_staged_day, lock_warehouse_for_writing
 from pipeline.warehouse.ledger import loaded_day, staged_load
 from pipeline.warehouse.sql import is_postgres, run_sql
 
@@ -85,6 +85,10 @@ def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.dat
     if snapshot_value is None:
         raise MergeError(f"no CRM snapshot dated on or before {activity_date} is staged: stage the CRM first")
     crm_snapshot_date = as_date(snapshot_value)
+    # Before reading a staged row or load record: a re-staging of either day commits before or after it.
+    # (stg.loads is not a staged table: reading it above holds no lock a re-staging waits for.)
+    lock_staged_day(connection, CRM, crm_snapshot_date)
+    lock_staged_day(connection, USAGE, activity_date)
     usage_load = staged_load(connection, USAGE, activity_date)
     if usage_load is None:
         raise MergeError(f"product usage for {activity_date} is not staged: stage the API pages first")

@@ -1,7 +1,9 @@
 """Staging: load one day of each source into ``stg`` in one transaction, replacing that day only.
 
-Each transaction takes the warehouse write lock first (``engine.lock_warehouse_for_writing``): two runs
-staging the same day go one after the other, never interleaved.
+Each transaction first takes the lock of the day it stages (``engine.lock_for_staging``): two runs staging
+the same day go one after the other, never interleaved, and a merge reading that day waits for it. On
+PostgreSQL it is that day's lock only, so a day is staged while another is merged; on SQLite and MySQL it
+is the warehouse write lock.
 
 How a day's rows replace the previous ones depends on the table:
 
@@ -35,7 +37,7 @@ from pipeline.datasets import (
 from pipeline.faultpoints import fault_point
 from pipeline.sources.crm_columnar import CrmTable
 from pipeline.sources.crm_snapshot import CrmSnapshot
-from pipeline.warehouse.engine import lock_warehouse_for_writing
+from pipeline.warehouse.engine import lock_for_staging
 from pipeline.warehouse.ledger import record_load
 from pipeline.warehouse.sql import (
     bulk_insert,
@@ -54,7 +56,7 @@ def stage_crm(
     if isinstance(snapshot, CrmSnapshot):
         snapshot = CrmTable.of_snapshot(snapshot)
     with engine.begin() as connection:
-        lock_warehouse_for_writing(connection)
+        lock_for_staging(connection, CRM, snapshot_date)
         count = _replace_day(
             connection,
             STAGED_CRM_TABLE,
@@ -84,7 +86,7 @@ def stage_usage(
         return bulk_insert_columns(connection, target, usage_rows, constants={"activity_date": activity_date})
 
     with engine.begin() as connection:
-        lock_warehouse_for_writing(connection)
+        lock_for_staging(connection, USAGE, activity_date)
         count = _replace_day(
             connection,
             STAGED_USAGE_TABLE,

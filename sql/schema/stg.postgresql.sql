@@ -62,6 +62,10 @@ BEGIN
     FROM pg_class AS class JOIN pg_namespace AS namespace ON namespace.oid = class.relnamespace
     WHERE class.oid = parent;
     day_table := format('%I.%I', parent_schema, parent_name || '_' || to_char(day, 'YYYYMMDD'));
+    -- Stagings of one table's different days go one at a time from here: each takes the default
+    -- partition's row locks (the DELETE) before the ATTACH wants it exclusively; two interleaved would
+    -- deadlock. Readers (merges, checks) take ACCESS SHARE, which this lock lets through.
+    EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', parent);
     EXECUTE format('DROP TABLE IF EXISTS %s', day_table);
     EXECUTE format('DELETE FROM %s WHERE %I = %L', parent, date_column, day);
     EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', day_table, parent);

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from conftest import PipelineWorld, query, table_rows
 from test_tasks import expected_table
 
+from pipeline.datasets import CRM, USAGE
 from pipeline.orchestration import locks
 from pipeline.sources.crm_snapshot import CrmSnapshot
 from pipeline.warehouse import engine as warehouse_engine
@@ -325,22 +326,38 @@ def test_the_postgres_warehouse_write_lock_serialises_transactions(postgres_serv
         warehouse_engine.lock_warehouse_for_writing(after)
 
 
-def test_staging_and_merge_take_the_warehouse_write_lock_first(engine: sa.Engine, monkeypatch) -> None:
-    taken: list[str] = []
-    real = warehouse_engine.lock_warehouse_for_writing
+def test_staging_and_merge_take_their_locks_before_reading_staged_rows(
+    engine: sa.Engine, monkeypatch
+) -> None:
+    taken: list[tuple] = []
 
-    def spy(connection) -> None:
-        taken.append("lock")
-        real(connection)
+    def spy(name: str, real):
+        def take(connection, *key) -> None:
+            taken.append((name, *key))
+            real(connection, *key)
 
-    monkeypatch.setattr(staging, "lock_warehouse_for_writing", spy)
-    monkeypatch.setattr(merge, "lock_warehouse_for_writing", spy)
+        return take
+
+    monkeypatch.setattr(staging, "lock_for_staging", spy("staging", staging.lock_for_staging))
+    monkeypatch.setattr(merge, "lock_warehouse_for_writing", spy("write", merge.lock_warehouse_for_writing))
+    monkeypatch.setattr(merge, "lock_staged_day", spy("staged day", merge.lock_staged_day))
     from conftest import company
 
     staging.stage_crm(engine, START, CrmSnapshot("test", [company("C1")]), "l1")
     staging.stage_usage(engine, START, [("C1", 1, 2)], "test", "l1")
+    with pytest.raises(merge.MergeError, match="not staged"):  # the snapshot in effect is START's
+        merge.merge_day(engine, START + dt.timedelta(days=1))
     merge.merge_day(engine, START)
-    assert taken == ["lock", "lock", "lock"]
+    assert taken == [
+        ("staging", CRM, START),
+        ("staging", USAGE, START),
+        ("write",),
+        ("staged day", CRM, START),
+        ("staged day", USAGE, START + dt.timedelta(days=1)),
+        ("write",),
+        ("staged day", CRM, START),
+        ("staged day", USAGE, START),
+    ]
 
 
 @pytest.mark.slow

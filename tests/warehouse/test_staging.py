@@ -1,9 +1,12 @@
 """Staging a day replaces that day only, on every backend; on PostgreSQL each staged day is a partition
-of its own (loaded unkeyed, keyed when attached), and a warehouse created before that is still staged."""
+of its own (loaded unkeyed, keyed when attached), and a warehouse created before that is still staged.
+On PostgreSQL a day is staged while another is merged, and a merge waits for the re-staging of its day."""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +14,8 @@ import sqlalchemy as sa
 from conftest import company, make_warehouse, query
 
 from pipeline.sources.crm_snapshot import CrmSnapshot
-from pipeline.warehouse import staging
-from pipeline.warehouse.engine import create_engine, open_warehouse
+from pipeline.warehouse import merge, staging
+from pipeline.warehouse.engine import create_engine, lock_warehouse_for_writing, open_warehouse
 from pipeline.warehouse.sql import BulkLoadError, read_sql, split_statements, with_schema_names
 
 DAY = dt.date(2026, 11, 1)
@@ -180,3 +183,135 @@ def test_an_unpartitioned_postgresql_warehouse_of_before_is_staged_the_same(
         with pytest.raises(BulkLoadError, match=r"into \S*product_usage_daily failed"):
             staging.stage_usage(engine, DAY, [("X", 1, 1), ("X", 2, 2)], "test", "u4")
         assert staged(engine) == EXPECTED_AFTER_THREE_LOADS
+
+
+class PausedStaging:
+    """Stages in a thread of its own, paused inside its transaction once its rows are loaded (the lock of
+    its day held, nothing committed) until :meth:`resume`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stage: Callable[[], object]) -> None:
+        self.loaded, self.released = threading.Event(), threading.Event()
+        self.error: BaseException | None = None
+
+        def pause_when_loaded(point: str) -> None:
+            if point == "stage:inserted" and threading.current_thread() is self.thread:
+                self.loaded.set()
+                assert self.released.wait(60), "the test never resumed the paused staging"
+
+        monkeypatch.setattr(staging, "fault_point", pause_when_loaded)
+        self.thread = threading.Thread(target=self._run, args=(stage,), name="paused staging")
+        self.thread.start()
+        assert self.loaded.wait(30), "the paused staging never loaded its rows"
+
+    def _run(self, stage: Callable[[], object]) -> None:
+        try:
+            stage()
+        except BaseException as error:  # handed to the test thread by resume()
+            self.error = error
+
+    def resume(self) -> None:
+        self.released.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        if self.error is not None:
+            raise self.error
+
+
+def in_thread(work: Callable[[], object]) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as error:  # the test asserts on it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_on_postgresql_a_day_is_staged_while_a_merge_holds_the_write_lock(engine: sa.Engine) -> None:
+    stage_three_loads(engine)
+    with engine.begin() as merging:  # what a merge of DAY holds: the write lock, its staged day read
+        lock_warehouse_for_writing(merging)
+        for table, column in (("crm_daily", "snapshot_date"), ("product_usage_daily", "activity_date")):
+            statement = f"SELECT count(*) FROM {{stg}}.{table} WHERE {column} = :day"
+            merging.execute(sa.text(query(merging, statement)), {"day": DAY}).scalar_one()
+        third_day = NEXT_DAY + dt.timedelta(days=1)
+        thread, outcome = in_thread(
+            lambda: (
+                stage_companies(engine, third_day, ["F"], "-v1"),
+                staging.stage_usage(engine, third_day, [("F", 6, 6)], "test", "u5"),
+            )
+        )
+        thread.join(30)
+        assert not thread.is_alive(), "staging another day waited for the merge"
+    assert "error" not in outcome
+    assert ("usage", str(third_day), "F", 6) in staged(engine)
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_on_postgresql_a_merge_waits_for_the_restaging_of_its_day_and_reads_it_whole(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage_three_loads(engine)
+    restaging = PausedStaging(
+        monkeypatch, lambda: staging.stage_usage(engine, DAY, [("B", 7, 7), ("E", 8, 8)], "test", "u6")
+    )
+    thread, outcome = in_thread(lambda: merge.merge_day(engine, DAY))
+    thread.join(1.0)
+    assert thread.is_alive(), "the merge did not wait for the re-staging of its day"
+    restaging.resume()
+    thread.join(30)
+    result = outcome["result"]
+    assert isinstance(result, merge.MergeResult)
+    # The load record and the rows of one staging: the re-staged one, committed before the merge read it.
+    assert (result.usage_rows, result.crm_rows) == (2, 2)
+    with engine.connect() as connection:
+        merged = connection.exec_driver_sql(
+            query(
+                connection,
+                "SELECT company_id, active_users FROM {analytics}.company_daily_activity ORDER BY 1",
+            )
+        ).all()
+    assert [tuple(row) for row in merged] == [("B", 7), ("E", 8)]
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_on_postgresql_two_days_of_one_table_staged_at_once_go_one_after_the_other(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two days staged for the first time: both delete their day from the default partition before
+    attaching, and attaching locks it whole. Without the table lock taken first, the two would deadlock
+    and PostgreSQL would fail one."""
+    stage_three_loads(engine)
+    days = [NEXT_DAY + dt.timedelta(days=k) for k in (1, 2)]
+    with engine.begin() as connection:  # rows by hand in the default partition, for both days
+        connection.execute(
+            sa.text(
+                query(
+                    connection,
+                    "INSERT INTO {stg}.product_usage_daily (activity_date, company_id, active_users, events) "
+                    "VALUES (:first, 'OLD', 1, 1), (:second, 'OLD', 1, 1)",
+                )
+            ),
+            {"first": days[0], "second": days[1]},
+        )
+    first = PausedStaging(
+        monkeypatch, lambda: staging.stage_usage(engine, days[0], [("G", 1, 1)], "test", "u7")
+    )
+    thread, outcome = in_thread(lambda: staging.stage_usage(engine, days[1], [("H", 2, 2)], "test", "u8"))
+    thread.join(1.0)
+    assert thread.is_alive(), "the second staging of the table did not wait for the first"
+    first.resume()
+    thread.join(30)
+    assert outcome == {"result": 1}
+    usage = [row for row in staged(engine) if row[0] == "usage"]
+    assert usage == [
+        ("usage", "2026-11-01", "E", 5),
+        ("usage", "2026-11-02", "D", 4),
+        ("usage", str(days[0]), "G", 1),
+        ("usage", str(days[1]), "H", 2),
+    ]
