@@ -73,6 +73,15 @@ def _gx() -> Any:
     return gx, context, batch_definitions
 
 
+def prepare_great_expectations() -> None:
+    """Import Great Expectations and create its context now, not at the first validation.
+
+    A process that forks validating processes (Luigi's ``--workers N``) calls this once, so each child
+    inherits a ready context instead of paying ~3.5 s of import and ~0.3 s of context set-up itself.
+    """
+    _gx()
+
+
 @functools.lru_cache(maxsize=8)
 def _suite_document(dataset: str, directory: str) -> dict[str, Any]:
     path = Path(directory) / SUITE_FILES[dataset]

@@ -213,3 +213,36 @@ def test_command_line_failure_exits_non_zero_with_the_reason(world: PipelineWorl
     assert result.returncode == 30, result.stderr[-3000:]  # [retcode] task_failed
     assert f"CRM snapshot for {START.isoformat()} not found at" in result.stderr
     assert table_rows(world.engine) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_parent_of_forked_task_processes_prepares_great_expectations_once(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --workers N > 1 each task runs in a process forked from the scheduling one: the parent
+    creates Great Expectations' context and freezes its objects, so no validating child pays for them."""
+    import gc
+
+    import luigi
+
+    from pipeline.orchestration import tasks
+    from pipeline.quality import runner
+
+    monkeypatch.setattr(tasks, "_prepared_for_forking", False)
+    monkeypatch.setattr(luigi.interface, "core", lambda: type("core", (), {"workers": workers})())
+    runner._gx.cache_clear()
+    day = dt.date(2026, 10, 1)
+    try:
+        tasks._prepare_great_expectations_before_forking(
+            tasks.ValidateCrm(date=day), FetchCrmSnapshot(date=day)
+        )
+        tasks._prepare_great_expectations_before_forking(MergeDay(date=day), FetchCrmSnapshot(date=day))
+        prepared = runner._gx.cache_info().currsize == 1
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    if workers == 1:  # one worker runs every task in this process: nothing to prepare ahead
+        assert not prepared and frozen == 0
+    else:
+        assert prepared and frozen > 0
+        assert tasks._prepared_for_forking
