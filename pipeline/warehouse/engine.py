@@ -57,7 +57,7 @@ from pipeline.warehouse.sql import (
 
 # PostgreSQL advisory locks of the pipeline: pg_advisory_xact_lock(PG_LOCK_CLASS, key), one key per purpose.
 PG_LOCK_CLASS = 7261
-PG_WAREHOUSE_WRITES = 1  # merge transactions (and staging, on the other backends)
+PG_WAREHOUSE_WRITES = 1  # merge transactions
 PG_SCHEMA_SETUP = 2  # the first run's CREATE ... IF NOT EXISTS
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -520,9 +520,10 @@ def lock_warehouse_for_writing(connection: Connection) -> None:
 
 def lock_staged_day(connection: Connection, dataset: str, day: dt.date) -> None:
     """PostgreSQL: wait for, then hold until the transaction ends, the lock of one staged day of
-    ``dataset`` (``crm`` or ``usage``). Staging that day takes it, and so does a merge for each staged day
-    it reads, before it reads them: the merge sees the day's load record and rows of one staging, never
-    half of a re-staging. Other backends: nothing (their staging takes the warehouse write lock)."""
+    ``dataset`` (``datasets.CRM`` or ``datasets.USAGE``). Staging that day takes it, and so does a merge
+    for each staged day it reads, before it reads them: the merge sees the day's load record and rows of
+    one staging, never half of a re-staging. Other backends: nothing (their staging takes the warehouse
+    write lock)."""
     if dialect_family(connection.dialect) == "postgresql":
         lock_class = _pg_staged_day_lock_class(sql_context(connection).schemas.stg, dataset)
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({lock_class}, {day.toordinal()})")

@@ -55,18 +55,13 @@ def stage_crm(
     """Replace the staged CRM snapshot of ``snapshot_date``; returns the rows staged."""
     if isinstance(snapshot, CrmSnapshot):
         snapshot = CrmTable.of_snapshot(snapshot)
-    with engine.begin() as connection:
-        lock_for_staging(connection, CRM, snapshot_date)
-        count = _replace_day(
-            connection,
-            STAGED_CRM_TABLE,
-            snapshot_date,
-            lambda target: bulk_insert_columns(
-                connection, target, snapshot.table, constants={"snapshot_date": snapshot_date}
-            ),
+
+    def load(connection: Connection, target: str) -> int:
+        return bulk_insert_columns(
+            connection, target, snapshot.table, constants={"snapshot_date": snapshot_date}
         )
-        record_load(connection, CRM, snapshot_date, count, snapshot.source, landing_id)
-    return count
+
+    return _stage_day(engine, CRM, snapshot_date, load, snapshot.source, landing_id)
 
 
 def stage_usage(
@@ -85,19 +80,29 @@ def stage_usage(
             return bulk_insert(connection, target, STAGED_USAGE_COLUMNS, rows)
         return bulk_insert_columns(connection, target, usage_rows, constants={"activity_date": activity_date})
 
+    return _stage_day(engine, USAGE, activity_date, load, source, landing_id)
+
+
+def _stage_day(
+    engine: Engine,
+    dataset: str,
+    day: dt.date,
+    load: Callable[[Connection, str], int],
+    source: str,
+    landing_id: str,
+) -> int:
+    """One transaction: the day's lock, its rows replaced by what ``load(connection, target table)``
+    inserts, and its load record."""
     with engine.begin() as connection:
-        lock_for_staging(connection, USAGE, activity_date)
-        count = _replace_day(
-            connection,
-            STAGED_USAGE_TABLE,
-            activity_date,
-            lambda target: load(connection, target),
-        )
-        record_load(connection, USAGE, activity_date, count, source, landing_id)
+        lock_for_staging(connection, dataset, day)
+        count = _replace_day(connection, _STAGED_TABLE[dataset], day, lambda target: load(connection, target))
+        record_load(connection, dataset, day, count, source, landing_id)
     return count
 
 
-# Per staged table: its date column, and the statements of the unpartitioned path.
+# Per dataset, its staged table; per staged table, its date column and the statements of the
+# unpartitioned path.
+_STAGED_TABLE = {CRM: STAGED_CRM_TABLE, USAGE: STAGED_USAGE_TABLE}
 _DATE_COLUMN = {STAGED_CRM_TABLE: "snapshot_date", STAGED_USAGE_TABLE: "activity_date"}
 _DELETE_DAY = {
     STAGED_CRM_TABLE: "staging/delete_staged_crm_day",
