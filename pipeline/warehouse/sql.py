@@ -16,15 +16,16 @@ MariaDB). No statement is rewritten at run time.
 
 Values are bound typed (dates as DATE, timestamps as UTC without a zone), so each backend gets its native
 value; the boolean columns are read back as True/False/None on every backend. Bulk loads take pyarrow
-columns (rows are turned into columns first) and are ``COPY`` on PostgreSQL, ``LOAD DATA LOCAL INFILE``
-on MySQL and ``executemany`` in slices on SQLite, in the caller's transaction, and fail as
-:class:`BulkLoadError` whatever the backend.
+columns (rows are turned into columns first) and are ``COPY`` on PostgreSQL (binary where the column types
+allow), ``LOAD DATA LOCAL INFILE`` on MySQL and ``executemany`` in slices on SQLite, in the caller's
+transaction, and fail as :class:`BulkLoadError` whatever the backend.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import logging
 import os
 import re
@@ -38,6 +39,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from pipeline import project
+from pipeline.warehouse import pg_binary_copy
 
 log = logging.getLogger("pipeline")
 
@@ -277,9 +279,11 @@ def bulk_insert(
 def bulk_insert_columns(
     connection: Connection, table: str, columns: Any, constants: dict[str, Any] | None = None
 ) -> int:
-    """:func:`bulk_insert` of a ``pyarrow.Table`` without a Python object per row: its COPY text is built
-    on the columns (the same text :func:`_copy_text_value` writes), then COPY on PostgreSQL, LOAD DATA
-    LOCAL on MySQL; SQLite gets ``executemany`` in slices of :data:`SQLITE_SLICE_ROWS` rows.
+    """:func:`bulk_insert` of a ``pyarrow.Table`` without a Python object per row: the payload is built on
+    the columns. PostgreSQL: COPY in the binary format where every column has an exact encoding for its
+    column's type (:mod:`pg_binary_copy`; the staged tables' columns do), else in the text format (the
+    text :func:`_copy_text_value` writes). MySQL: LOAD DATA LOCAL of that text. SQLite: ``executemany``
+    in slices of :data:`SQLITE_SLICE_ROWS` rows.
     ``constants`` (``{"snapshot_date": day}``) fills leading columns with one value. Returns the rows."""
     target = with_schema_names(connection, table)
     constants = constants or {}
@@ -294,7 +298,7 @@ def bulk_insert_columns(
         elif family == "sqlite":
             _executemany_columns(connection, target, quoted, columns, constants)
         elif family == "postgresql":
-            _copy_payload(connection, target, quoted, _PayloadReader(columns, constants))
+            _copy_columns(connection, target, names, columns, constants)
         else:
             _load_data_payload(connection, target, quoted, columns, constants)
     except (sa.exc.DBAPIError, dbapi_error) as error:
@@ -315,26 +319,29 @@ def refused_bulk_load(target: str, count: int, error: BaseException) -> BulkLoad
 
 # SQLite has no bulk path: executemany of this many rows at a time keeps memory flat.
 SQLITE_SLICE_ROWS = 50_000
-# COPY text is built this many rows at a time: memory stays flat, and a slice's text stays far below the
-# 2 GiB a pyarrow string array can hold.
+# A bulk load's payload is built this many rows at a time: memory stays flat, and a slice stays far below
+# the 2 GiB a pyarrow string or binary array can hold.
 PAYLOAD_SLICE_ROWS = 250_000
 
 
 class _PayloadReader:
-    """The COPY text of a table as a binary file (``read(size)``), built one slice of rows at a time."""
+    """A bulk load's payload as a binary file (``read(size)``): ``leading`` bytes, then ``encode(slice)``
+    of each slice of rows of ``columns``, built one slice at a time, then ``trailing`` bytes."""
 
-    def __init__(self, columns: Any, constants: dict[str, Any]) -> None:
+    def __init__(
+        self, columns: Any, encode: Callable[[Any], Any], leading: bytes = b"", trailing: bytes = b""
+    ) -> None:
         step = PAYLOAD_SLICE_ROWS
-        self._slices = (columns.slice(start, step) for start in range(0, columns.num_rows, step))
-        self._constants = constants
+        slices = (columns.slice(start, step) for start in range(0, columns.num_rows, step))
+        self._pieces = itertools.chain((leading,), (encode(piece) for piece in slices), (trailing,))
         self._buffer = memoryview(b"")
 
     def read(self, size: int = -1) -> bytes:
         while not self._buffer:
-            piece = next(self._slices, None)
+            piece = next(self._pieces, None)
             if piece is None:
                 return b""
-            self._buffer = memoryview(_copy_text_payload(piece, self._constants))
+            self._buffer = memoryview(piece)
         if size is None or size < 0:
             size = len(self._buffer)
         chunk, self._buffer = self._buffer[:size], self._buffer[size:]
@@ -379,10 +386,28 @@ def _copy_text_payload(columns: Any, constants: dict[str, Any]) -> Any:
     return lines.buffers()[2][offsets[lines.offset] : offsets[lines.offset + len(lines)]]
 
 
-def _copy_payload(connection: Connection, target: str, quoted: str, payload: _PayloadReader) -> None:
+def _copy_columns(
+    connection: Connection, target: str, names: list[str], columns: Any, constants: dict[str, Any]
+) -> None:
+    """COPY of ``columns`` into ``target``: in the binary format where every column's values have an exact
+    encoding for their column's type (pg_binary_copy), else in the text format."""
+    types = dict(run_sql(connection, "staging/select_column_types", table_name=target).tuples().all())
+    target_types = [types.get(name, "") for name in names]
+    quoted = ", ".join(f'"{name}"' for name in names)
+    if pg_binary_copy.binary_encoding(columns, constants, target_types):
+        statement = f"COPY {target} ({quoted}) FROM STDIN WITH (FORMAT binary)"
+        payload = _PayloadReader(
+            columns,
+            lambda piece: pg_binary_copy.binary_rows(piece, constants, target_types),
+            pg_binary_copy.SIGNATURE,
+            pg_binary_copy.TRAILER,
+        )
+    else:
+        statement = f"COPY {target} ({quoted}) FROM STDIN"
+        payload = _PayloadReader(columns, lambda piece: _copy_text_payload(piece, constants))
     cursor = connection.connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {target} ({quoted}) FROM STDIN", payload, size=1 << 20)
+        cursor.copy_expert(statement, payload, size=1 << 20)
     finally:
         cursor.close()
 
@@ -402,7 +427,7 @@ def _load_data_payload(
     )
     try:
         with handle:
-            payload = _PayloadReader(columns, constants)
+            payload = _PayloadReader(columns, lambda piece: _copy_text_payload(piece, constants))
             while chunk := payload.read(1 << 22):
                 handle.write(chunk)
         _load_data_file(
