@@ -128,6 +128,25 @@ def test_on_postgresql_each_staged_day_is_a_keyed_partition_of_its_own(engine: s
 
 
 @pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_on_postgresql_a_row_of_another_day_is_refused_as_it_is_loaded(engine: sa.Engine) -> None:
+    """The day's table carries the day as a constraint (the ATTACH then need not scan it): a row of
+    another date fails the load, and the day stays as it was."""
+    from pipeline.datasets import STAGED_USAGE_COLUMNS, USAGE
+    from pipeline.warehouse.sql import bulk_insert
+
+    stage_three_loads(engine)
+
+    def other_day_row(connection: sa.Connection, target: str) -> int:
+        return bulk_insert(
+            connection, target, STAGED_USAGE_COLUMNS, [(DAY, "Z", 1, 1), (NEXT_DAY, "Y", 1, 1)]
+        )
+
+    with pytest.raises(BulkLoadError, match="staged_day"):
+        staging._stage_day(engine, USAGE, DAY, other_day_row, "test", "u9")
+    assert staged(engine) == EXPECTED_AFTER_THREE_LOADS
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
 def test_rows_written_outside_staging_are_replaced_when_their_day_is_staged(engine: sa.Engine) -> None:
     with engine.begin() as connection:
         connection.execute(
