@@ -45,9 +45,11 @@ _TRIMMED_COLUMNS = ("company_id", "country", "industry_tag", "last_contact_at")
 _QUOTED_FIELD = r'"(?:[^"\r\n]|"")*"'
 _PLAIN_FIELD = r'[^",\r\n]*'
 _FIELD = f"(?:{_PLAIN_FIELD}|{_QUOTED_FIELD})"
-# A line whose fields Python's csv (strict) and pyarrow split into the same values.
-_AGREED_LINE = f"^{_FIELD}(?:,{_FIELD})*$"
-_AGREED_LINE_WITH_END = f"^{_FIELD}(?:,{_FIELD})*\\r?\\n?$"
+_FIELDS = f"{_FIELD}(?:,{_FIELD})*"
+# A line whose fields Python's csv (strict) and pyarrow split into the same values: without its line end
+# (the header), and with it (the lines of _lines).
+_AGREED_LINE = f"^{_FIELDS}$"
+_AGREED_LINE_WITH_END = f"^{_FIELDS}\\r?\\n?$"
 # What str.strip removes from ASCII text (Python's whitespace includes the separators \x1c-\x1f).
 _ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 # The ISO 8601 shapes converted on the column, where pyarrow's cast and datetime.fromisoformat read

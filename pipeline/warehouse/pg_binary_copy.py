@@ -7,7 +7,7 @@ payload is built in a fraction of the text one's (docs/benchmarks.md).
 
 The binary format must match the target column's type exactly (an ``int8`` sent into an ``integer``
 column is refused), so :func:`binary_encoding` pairs each arrow column with its target column's type and
-returns None where a pair has no exact encoding here (another type, an integer out of the column's range, a
+says no where a pair has no exact encoding here (another type, an integer out of the column's range, a
 timestamp with a zone or finer than microseconds). The load then uses the text format: the server's own
 error for a bad value stays exactly what it was.
 
@@ -83,9 +83,13 @@ def binary_rows(columns: Any, constants: dict[str, Any], target_types: Sequence[
     parts: list[Any] = [pa.scalar(leading, pa.binary())]
     for values, target in zip(columns.itercolumns(), column_types, strict=True):
         parts.extend(_column_fields(_one_chunk(values), target))
-    rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
-    offsets = memoryview(rows.buffers()[1]).cast("i")  # int32 offsets of the binary array
-    return rows.buffers()[2][offsets[rows.offset] : offsets[rows.offset + len(rows)]]
+    return joined_bytes(pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary())))
+
+
+def joined_bytes(values: Any) -> Any:
+    """The bytes of every value of a string or binary array (int32 offsets), end to end, without a copy."""
+    offsets = memoryview(values.buffers()[1]).cast("i")
+    return values.buffers()[2][offsets[values.offset] : offsets[values.offset + len(values)]]
 
 
 def _one_chunk(values: Any) -> Any:

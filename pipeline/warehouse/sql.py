@@ -298,7 +298,7 @@ def bulk_insert_columns(
         elif family == "sqlite":
             _executemany_columns(connection, target, quoted, columns, constants)
         elif family == "postgresql":
-            _copy_columns(connection, target, names, columns, constants)
+            _copy_columns(connection, target, names, quoted, columns, constants)
         else:
             _load_data_payload(connection, target, quoted, columns, constants)
     except (sa.exc.DBAPIError, dbapi_error) as error:
@@ -382,18 +382,21 @@ def _copy_text_payload(columns: Any, constants: dict[str, Any]) -> Any:
     lines = pc.binary_join_element_wise(rows, pa.scalar(""), "\n")  # each row followed by LF
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
-    offsets = memoryview(lines.buffers()[1]).cast("i")  # int32 offsets of the string array
-    return lines.buffers()[2][offsets[lines.offset] : offsets[lines.offset + len(lines)]]
+    return pg_binary_copy.joined_bytes(lines)
 
 
 def _copy_columns(
-    connection: Connection, target: str, names: list[str], columns: Any, constants: dict[str, Any]
+    connection: Connection,
+    target: str,
+    names: list[str],
+    quoted: str,
+    columns: Any,
+    constants: dict[str, Any],
 ) -> None:
     """COPY of ``columns`` into ``target``: in the binary format where every column's values have an exact
     encoding for their column's type (pg_binary_copy), else in the text format."""
     types = dict(run_sql(connection, "staging/select_column_types", table_name=target).tuples().all())
     target_types = [types.get(name, "") for name in names]
-    quoted = ", ".join(f'"{name}"' for name in names)
     if pg_binary_copy.binary_encoding(columns, constants, target_types):
         statement = f"COPY {target} ({quoted}) FROM STDIN WITH (FORMAT binary)"
         payload = _PayloadReader(
