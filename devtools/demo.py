@@ -45,7 +45,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=14, help="days to backfill, ending yesterday (UTC)")
     parser.add_argument("--companies", type=int, default=500, help="companies in the generated CRM")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Luigi workers (default: luigi.cfg's [core] workers)"
+    )
     parser.add_argument("--dir", type=Path, default=DEMO_DIR, help="where the demo writes (default var/demo)")
     parser.add_argument(
         "--database-url", default="", help="the warehouse (default: sqlite:///<dir>/warehouse.db)"
@@ -127,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             first.isoformat(),
             "--stop",
             (last + dt.timedelta(days=1)).isoformat(),
-            "--workers",
-            str(args.workers),
+            *(("--workers", str(args.workers)) if args.workers else ()),
         ]
         print("demo: luigi " + " ".join(command[1:]))
         code = subprocess.call(command, env=env)

@@ -351,6 +351,19 @@ def warehouse_config(warehouse: WarehouseSettings) -> dict[str, str]:
     }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_luigi_worker_in_process() -> None:
+    """``luigi.build`` in a test runs its tasks in the test's own process, whatever luigi.cfg's default
+    (``[core] workers = 2``): the test sees its monkeypatches and fault points. Tests of several workers
+    ask for them; command-line runs in a test read the test's own config file."""
+    import luigi.configuration
+
+    config = luigi.configuration.get_config()
+    if not config.has_section("core"):
+        config.add_section("core")
+    config.set("core", "workers", "1")
+
+
 @contextlib.contextmanager
 def luigi_settings(settings: dict[str, dict[str, str]]) -> Iterator[None]:
     """Set Luigi configuration options for the duration, then put back each named section as it was."""

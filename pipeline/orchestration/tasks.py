@@ -361,6 +361,21 @@ class RenderReport(GatedDayTask):
         self.log_done(started, html=self.output().path, email_bytes=manifest["email_html_bytes"])
 
 
+@RenderReport.event_handler(luigi.Event.DEPENDENCY_DISCOVERED)
+def _start_the_report_kernel_before_forking(task: RenderReport, _dependency: luigi.Task) -> None:
+    # With --workers N > 1 each RenderReport runs in a process forked for it, and a kernel started there
+    # would be one kernel start per day (1-2.5 s each). Fires in the parent, and only for a report that is
+    # to be rendered, while Luigi schedules: one kernel started here serves every report of the run.
+    if luigi.interface.core().workers <= 1:
+        return
+    try:
+        notebook.start_kernel_for_task_processes(task.warehouse, task.data_dir)
+    except Exception as error:  # any failure to start: each report starts its own, as without this
+        log.warning(
+            "could not start the report kernel for the task processes (%s): each report starts its own", error
+        )
+
+
 class SendReport(GatedDayTask):
     """Mail the rendered report of D to [report] recipients, once per version of D's data: a re-run
     does not mail again, a refresh mails a correction. No recipients: recorded as rendered, not sent."""

@@ -119,6 +119,12 @@ def kernel_environment(warehouse: WarehouseSettings) -> dict[str, str]:
     return environment
 
 
+def start_kernel_for_task_processes(warehouse: WarehouseSettings, working_dir: Path) -> None:
+    """Start the report kernel for ``warehouse`` in this process, for the task processes it will fork
+    (``luigi --workers N``): their reports take turns on it (:mod:`pipeline.reporting.kernel`)."""
+    kernel.start_for_task_processes(kernel_environment(warehouse), working_dir)
+
+
 def warehouse_from_environment() -> WarehouseSettings | None:
     """The warehouse :func:`kernel_environment` passed to the kernel; None in a notebook opened by hand."""
     database_url = os.environ.get(DATABASE_URL_ENV)

@@ -1,11 +1,13 @@
-"""The report kernel reused by the reports of one process (pipeline.reporting.kernel): nothing of one day is
+"""The report kernel reused by the reports of a run (pipeline.reporting.kernel): nothing of one day is
 visible to the next, the report is the one a fresh kernel writes, a failed or dead kernel is replaced,
-another warehouse gets its own, forked task processes start their own, and none outlives its process.
+another warehouse gets its own, forked task processes take turns on the kernel their parent started for
+them (and start their own when it fails), and none outlives its process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import multiprocessing
 import os
@@ -288,7 +290,123 @@ def test_a_backfill_on_the_command_line_leaves_no_kernel_running(world, workers:
         assert re.search(r"the report kernel \(pid \d+\) served 2 reports", result.stderr), result.stderr[
             -4000:
         ]
+    else:  # a process per task: the scheduling process started one kernel, both task processes used it
+        started = re.findall(
+            r"started the report kernel \(pid (\d+)\) for this run's task processes", result.stderr
+        )
+        assert len(started) == 1, result.stderr[-4000:]
+        assert result.stderr.count(f"report executed on the kernel (pid {started[0]})") == 2, result.stderr[
+            -4000:
+        ]
+        assert f"the report kernel (pid {started[0]}) served 2 report(s)" in result.stderr, result.stderr[
+            -4000:
+        ]
     assert _report_kernels_of(absolute_database_url(world.warehouse.database_url)) == []
     # Every kernel was shut down by its process, not left to notice its parent is gone (ipykernel polls
     # for that): the shutdown removes the socket directory, whoever started the kernel.
     assert list(temporary.glob("churn-report-kernel-*")) == []
+
+
+# -- a kernel lent to the task processes (luigi --workers N) ------------------------------------------------
+
+TURN_CELL = """\
+import json, os, time
+start = time.time()
+time.sleep(0.5)
+leftover = "mine" in globals()
+print(json.dumps({"kernel": os.getpid(), "start": start, "end": time.time(), "leftover": leftover}))
+mine = 1
+"""
+
+
+def _report_in_task_process(directory: Path, source: str, results) -> None:
+    """What a luigi task process does for RenderReport: one report, then it leaves (os._exit)."""
+    try:
+        notebook = run_cells(directory, source)
+        results.send(("ok", printed(notebook.cells[0]), kernel.kernel_pid()))
+    except Exception as error:
+        results.send((type(error).__name__, str(error)[:500], kernel.kernel_pid()))
+
+
+def _start_task_process(directory: Path, source: str):
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("fork").Process(
+        target=_report_in_task_process, args=(directory, source, sender)
+    )
+    process.start()
+    return process, receiver
+
+
+def _finish(process, receiver) -> tuple[str, str, int | None]:
+    assert receiver.poll(90), "the task process's report hung"
+    result = receiver.recv()
+    process.join(60)
+    assert process.exitcode == 0
+    return result
+
+
+def _lend_kernel(tmp_path: Path) -> int:
+    kernel.start_for_task_processes(report_notebook.kernel_environment(IN_MEMORY), tmp_path / "start")
+    lent = kernel.lent_kernel_pid()
+    assert lent is not None
+    return lent
+
+
+def test_task_processes_take_turns_on_the_kernel_their_parent_started_and_see_nothing_of_each_other(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lent = _lend_kernel(tmp_path)
+    started = [_start_task_process(tmp_path / f"day{k}", TURN_CELL) for k in range(3)]
+    results = [_finish(*pair) for pair in started]
+
+    assert all(status == "ok" for status, _, _ in results), results
+    outputs = sorted((json.loads(text) for _, text, _ in results), key=lambda output: output["start"])
+    assert {output["kernel"] for output in outputs} == {lent}  # every report ran on the lent kernel
+    assert all(own is None for _, _, own in results)  # ... and no task process started a kernel of its own
+    assert not any(output["leftover"] for output in outputs)  # each namespace cleared before its report
+    for before, after in itertools.pairwise(outputs):  # one at a time, though the three ran at once
+        assert before["end"] <= after["start"]
+    assert _report_kernels_of(report_notebook.kernel_environment(IN_MEMORY)["PIPELINE_DATABASE_URL"]) == [
+        lent
+    ]
+
+    with caplog.at_level("INFO", logger="pipeline.report"):
+        kernel.shutdown()
+    assert f"the report kernel (pid {lent}) served 3 report(s)" in caplog.text
+    assert wait_until_gone(lent)
+
+
+def test_a_report_that_fails_on_the_lent_kernel_kills_it_and_the_next_ones_start_their_own(
+    tmp_path: Path,
+) -> None:
+    lent = _lend_kernel(tmp_path)
+    status, message, _ = _finish(*_start_task_process(tmp_path / "fails", "raise ValueError('bad day')"))
+    assert status == "ReportCellError" and "bad day" in message
+    assert wait_until_gone(lent)  # not trusted again, and nothing of it keeps running
+
+    status, text, own = _finish(*_start_task_process(tmp_path / "next", "import os\nprint(os.getpid())"))
+    assert status == "ok"
+    assert own is not None and int(text) == own != lent  # its own kernel, shut down when it left
+    assert wait_until_gone(own)
+
+
+def test_a_task_process_killed_mid_report_does_not_leave_the_next_report_waiting_on_its_cell(
+    tmp_path: Path,
+) -> None:
+    lent = _lend_kernel(tmp_path)
+    running_mark = tmp_path / "cell-running"
+    process, _ = _start_task_process(
+        tmp_path / "killed", f"open({str(running_mark)!r}, 'w').close()\nimport time\ntime.sleep(300)"
+    )
+    deadline = time.monotonic() + 60
+    while not running_mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_mark.exists(), "the cell never started"
+    os.kill(process.pid, signal.SIGKILL)  # kill -9 of the task process, its report half done
+    process.join(10)
+
+    started = time.monotonic()
+    status, text, own = _finish(*_start_task_process(tmp_path / "next", "import os\nprint(os.getpid())"))
+    assert status == "ok" and own is not None and int(text) == own != lent
+    assert time.monotonic() - started < 60  # did not wait for the killed report's 300 s cell
+    assert wait_until_gone(lent)  # the sleeping cell's kernel was killed, not left running
