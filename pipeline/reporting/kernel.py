@@ -84,8 +84,6 @@ class _Kernel:
         self.reports = 0
         self.cells_started = False
         self.started_at: float | None = None
-        # Lent to the task processes this process forks (start_for_task_processes), never used by itself.
-        self.lent = False
 
     @property
     def pid(self) -> int | None:
@@ -357,9 +355,7 @@ def start_for_task_processes(environment: dict[str, str], working_dir: Path) -> 
     global _lent
     if _lent is not None and _lent.owner_pid == os.getpid():
         return
-    kernel = _Kernel(environment)
-    kernel.lent = True
-    _lent = kernel
+    kernel = _lent = _Kernel(environment)
     _register_exit_hooks()
     working_dir.mkdir(parents=True, exist_ok=True)
     try:
