@@ -399,10 +399,7 @@ def shutdown() -> None:
 def _shutdown_own() -> None:
     global _current
     kernel, _current = _current, None
-    if kernel is None:
-        return
-    if kernel.owner_pid != os.getpid():
-        _inherited.append(kernel)
+    if kernel is None or not _started_here(kernel):
         return
     if kernel.reports > 1:
         log.info("the report kernel (pid %s) served %d reports in this process", kernel.pid, kernel.reports)
@@ -412,10 +409,7 @@ def _shutdown_own() -> None:
 def _shutdown_lent() -> None:
     global _lent
     kernel, _lent = _lent, None
-    if kernel is None:
-        return
-    if kernel.owner_pid != os.getpid():
-        _inherited.append(kernel)
+    if kernel is None or not _started_here(kernel):
         return
     served = kernel.sockets / "reports-served"
     log.info(
@@ -424,6 +418,15 @@ def _shutdown_lent() -> None:
         served.read_text() if served.exists() else 0,
     )
     _stop(kernel)
+
+
+def _started_here(kernel: _Kernel) -> bool:
+    """Whether this process started ``kernel``. A parent's kernel, inherited by fork, is left to the parent
+    and kept referenced, so that this process never finalizes (closes) the parent's sockets."""
+    if kernel.owner_pid == os.getpid():
+        return True
+    _inherited.append(kernel)
+    return False
 
 
 def _stop(kernel: _Kernel) -> None:
@@ -453,8 +456,7 @@ def _borrowed_for(environment: dict[str, str]) -> _Borrowed | None:
 def _kernel_for(environment: dict[str, str]) -> _Kernel:
     global _current
     kernel = _current
-    if kernel is not None and kernel.owner_pid != os.getpid():
-        _inherited.append(kernel)
+    if kernel is not None and not _started_here(kernel):
         kernel = _current = None
     if kernel is not None and (kernel.environment != environment or (kernel.reports and not kernel.alive())):
         if kernel.environment != environment:

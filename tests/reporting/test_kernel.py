@@ -322,7 +322,7 @@ mine = 1
 def _report_in_task_process(directory: Path, source: str, results) -> None:
     """What a luigi task process does for RenderReport: one report, then it leaves (os._exit)."""
     try:
-        notebook = run_cells(directory, source)
+        notebook = run_cells(directory, source, warehouse=_own_warehouse(directory.parent))
         results.send(("ok", printed(notebook.cells[0]), kernel.kernel_pid()))
     except Exception as error:
         results.send((type(error).__name__, str(error)[:500], kernel.kernel_pid()))
@@ -345,8 +345,14 @@ def _finish(process, receiver) -> tuple[str, str, int | None]:
     return result
 
 
+def _own_warehouse(tmp_path: Path) -> WarehouseSettings:
+    """A warehouse URL of this test only: its kernels are told from other tests' (running meanwhile)."""
+    return WarehouseSettings(f"sqlite:///{tmp_path / 'warehouse.db'}")
+
+
 def _lend_kernel(tmp_path: Path) -> int:
-    kernel.start_for_task_processes(report_notebook.kernel_environment(IN_MEMORY), tmp_path / "start")
+    environment = report_notebook.kernel_environment(_own_warehouse(tmp_path))
+    kernel.start_for_task_processes(environment, tmp_path / "start")
     lent = kernel.lent_kernel_pid()
     assert lent is not None
     return lent
@@ -366,9 +372,7 @@ def test_task_processes_take_turns_on_the_kernel_their_parent_started_and_see_no
     assert not any(output["leftover"] for output in outputs)  # each namespace cleared before its report
     for before, after in itertools.pairwise(outputs):  # one at a time, though the three ran at once
         assert before["end"] <= after["start"]
-    assert _report_kernels_of(report_notebook.kernel_environment(IN_MEMORY)["PIPELINE_DATABASE_URL"]) == [
-        lent
-    ]
+    assert _report_kernels_of(absolute_database_url(_own_warehouse(tmp_path).database_url)) == [lent]
 
     with caplog.at_level("INFO", logger="pipeline.report"):
         kernel.shutdown()
