@@ -156,17 +156,29 @@ class _KernelNotUsable(Exception):
 
 class _LentKernelManager:
     """What nbclient asks of a kernel manager, for the kernel lent by the parent process: clients of it.
-    It never starts, interrupts or shuts that kernel down; its client tells it alive by its heartbeat."""
+    It never starts, interrupts or shuts that kernel down."""
 
     has_kernel = True
 
-    def __init__(self, connection_info: dict[str, Any]) -> None:
+    def __init__(self, connection_info: dict[str, Any], pid: int | None) -> None:
         self.connection_info = connection_info
+        self.pid = pid
 
     def client(self) -> Any:
         from jupyter_client.asynchronous import AsyncKernelClient
 
-        client = AsyncKernelClient()
+        pid = self.pid
+
+        class LentKernelClient(AsyncKernelClient):
+            # A client without its kernel's manager would judge the kernel by its heartbeat, which calls
+            # it dead after one pong slower than a second (a loaded machine): ask whether it runs instead,
+            # as a kernel's own manager does.
+            async def _async_is_alive(self) -> bool:
+                return _running(pid)
+
+            is_alive = _async_is_alive
+
+        client = LentKernelClient()
         client.load_connection_info(self.connection_info)
         return client
 
@@ -194,7 +206,9 @@ class _Borrowed:
 
     def execute(self, notebook: Any, working_dir: Path, timeout: int) -> None:
         directory = self.lent.sockets
-        with _turn(directory / "turn.lock"):
+        # Another report's turn lasts at most its cells' timeout, unless it hangs: past that, this report
+        # does not wait on it but starts a kernel of its own.
+        with _turn(directory / "turn.lock", wait_seconds=timeout if timeout > 0 else _LONGEST_TURN_WAIT):
             spoiled, unfinished = directory / "spoiled", directory / "report-running"
             if spoiled.exists():
                 raise _KernelNotUsable("it was spoiled by an earlier report")
@@ -206,7 +220,7 @@ class _Borrowed:
                 raise _KernelNotUsable("it is not running")
             unfinished.touch()
             self.cells_started = False
-            manager = _LentKernelManager(self.lent.manager.get_connection_info())
+            manager = _LentKernelManager(self.lent.manager.get_connection_info(), self.pid)
             try:
                 asyncio.run(_run_report(manager, self, notebook, working_dir, timeout))
             except BaseException as error:
@@ -215,9 +229,9 @@ class _Borrowed:
                     raise _KernelNotUsable(f"{type(error).__name__}: {error}") from error
                 raise
             unfinished.unlink()
-            served = directory / "reports-served"
-            count = int(served.read_text()) if served.exists() else 0
-            served.write_text(str(count + 1))
+            # One byte per report served: a process killed while appending cannot garble the count.
+            with contextlib.suppress(OSError), open(directory / "reports-served", "ab") as served:
+                served.write(b".")
         self.reports += 1
 
     def _spoil(self) -> None:
@@ -228,11 +242,26 @@ class _Borrowed:
                 os.kill(self.pid, signal.SIGKILL)
 
 
+# How long a report waits for its turn on the lent kernel when reports have no cell timeout.
+_LONGEST_TURN_WAIT = 600
+
+
 @contextlib.contextmanager
-def _turn(lock_file: Path) -> Iterator[None]:
-    """Hold the lent kernel alone: one report at a time, whatever the task processes do."""
+def _turn(lock_file: Path, wait_seconds: float) -> Iterator[None]:
+    """Hold the lent kernel alone: one report at a time, whatever the task processes do. Raises
+    :class:`_KernelNotUsable` when the kernel is not free within ``wait_seconds``."""
     with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _KernelNotUsable(
+                        f"another report held it for more than {wait_seconds:g}s"
+                    ) from None
+                time.sleep(0.05)
         try:
             yield
         finally:
@@ -273,6 +302,7 @@ def _private_socket_dir() -> Path:
 _current: _Kernel | None = None
 # The kernel this process started for the task processes it forks (start_for_task_processes).
 _lent: _Kernel | None = None
+_lending_failed_pid: int | None = None
 _borrowed: _Borrowed | None = None
 # Kernels of a parent process, inherited by fork: kept referenced so that the child never finalizes
 # (closes) the parent's sockets; the parent shuts them down.
@@ -352,15 +382,16 @@ def start_for_task_processes(environment: dict[str, str], working_dir: Path) -> 
     """Start a kernel with ``environment`` in this process and lend it to the task processes it forks
     (``luigi --workers N``): their reports take turns on it instead of starting a kernel each. A no-op when
     this process already lent one; the kernel is shut down when this process exits."""
-    global _lent
-    if _lent is not None and _lent.owner_pid == os.getpid():
+    global _lent, _lending_failed_pid
+    if (_lent is not None and _lent.owner_pid == os.getpid()) or _lending_failed_pid == os.getpid():
         return
     kernel = _lent = _Kernel(environment)
     _register_exit_hooks()
-    working_dir.mkdir(parents=True, exist_ok=True)
     try:
+        working_dir.mkdir(parents=True, exist_ok=True)
         asyncio.run(kernel.start(working_dir))
     except BaseException:
+        _lending_failed_pid = os.getpid()  # tried once: each report then starts its own, as without it
         _shutdown_lent()
         raise
     log.info(
@@ -413,9 +444,9 @@ def _shutdown_lent() -> None:
         return
     served = kernel.sockets / "reports-served"
     log.info(
-        "the report kernel (pid %s) served %s report(s) of this run's task processes",
+        "the report kernel (pid %s) served %d report(s) of this run's task processes",
         kernel.pid,
-        served.read_text() if served.exists() else 0,
+        served.stat().st_size if served.exists() else 0,
     )
     _stop(kernel)
 
@@ -454,10 +485,22 @@ def _borrowed_for(environment: dict[str, str]) -> _Borrowed | None:
 
 
 def _kernel_for(environment: dict[str, str]) -> _Kernel:
-    global _current
+    global _current, _lent
     kernel = _current
     if kernel is not None and not _started_here(kernel):
         kernel = _current = None
+    lent = _lent
+    if (
+        kernel is None
+        and lent is not None
+        and lent.owner_pid == os.getpid()
+        and lent.environment == environment
+        and lent.alive()
+        and not (lent.sockets / "spoiled").exists()
+    ):
+        # The process that started a kernel for its task processes runs the reports itself after all
+        # (luigi.build(..., workers=1) where luigi.cfg says more): they use that kernel, not a second one.
+        kernel, _current, _lent = lent, lent, None
     if kernel is not None and (kernel.environment != environment or (kernel.reports and not kernel.alive())):
         if kernel.environment != environment:
             log.info("the report needs another kernel environment (another warehouse): a new kernel")
