@@ -90,6 +90,11 @@ class _Kernel:
         process = getattr(self.manager.provisioner, "process", None)
         return getattr(process, "pid", None)
 
+    @property
+    def spoiled_mark(self) -> Path:
+        """Lent to task processes, this file marks the kernel as never to be used again in the run."""
+        return self.sockets / "spoiled"
+
     def alive(self) -> bool:
         process = getattr(self.manager.provisioner, "process", None)
         return process is not None and process.poll() is None
@@ -198,7 +203,6 @@ class _Borrowed:
     def __init__(self, lent: _Kernel) -> None:
         self.lent = lent
         self.cells_started = False
-        self.reports = 0
 
     @property
     def pid(self) -> int | None:
@@ -209,8 +213,8 @@ class _Borrowed:
         # Another report's turn lasts at most its cells' timeout, unless it hangs: past that, this report
         # does not wait on it but starts a kernel of its own.
         with _turn(directory / "turn.lock", wait_seconds=timeout if timeout > 0 else _LONGEST_TURN_WAIT):
-            spoiled, unfinished = directory / "spoiled", directory / "report-running"
-            if spoiled.exists():
+            unfinished = directory / "report-running"
+            if self.lent.spoiled_mark.exists():
                 raise _KernelNotUsable("it was spoiled by an earlier report")
             if unfinished.exists():
                 self._spoil()
@@ -232,11 +236,10 @@ class _Borrowed:
             # One byte per report served: a process killed while appending cannot garble the count.
             with contextlib.suppress(OSError), open(directory / "reports-served", "ab") as served:
                 served.write(b".")
-        self.reports += 1
 
     def _spoil(self) -> None:
         """Never use the lent kernel again in this run, and stop whatever it may still be running."""
-        (self.lent.sockets / "spoiled").touch()
+        self.lent.spoiled_mark.touch()
         if self.pid is not None and _running(self.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
@@ -496,7 +499,7 @@ def _kernel_for(environment: dict[str, str]) -> _Kernel:
         and lent.owner_pid == os.getpid()
         and lent.environment == environment
         and lent.alive()
-        and not (lent.sockets / "spoiled").exists()
+        and not lent.spoiled_mark.exists()
     ):
         # The process that started a kernel for its task processes runs the reports itself after all
         # (luigi.build(..., workers=1) where luigi.cfg says more): they use that kernel, not a second one.
