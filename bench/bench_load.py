@@ -26,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from devtools.sample_data import CompanyUniverse, write_crm_csv
-from pipeline.sources import crm_columnar, crm_location, crm_snapshot
+from pipeline.sources import crm_location, crm_snapshot
 from pipeline.warehouse import merge, staging
 from pipeline.warehouse.engine import (
     WarehouseSettings,
@@ -52,15 +52,14 @@ def our_load(warehouse: WarehouseSettings, csv_path: Path, usage_rows: list, wor
     engine = open_warehouse(warehouse)
     data_dir = work / f"data-{uuid.uuid4().hex[:6]}"
     template = str(csv_path.parent / "crm_{date}.csv")
-    manifest = timed("land CRM file", results, lambda: crm_location.land_snapshot(template, data_dir, DAY))
-    _, snapshot = timed("parse CRM file", results, lambda: crm_columnar.read_landed_table(data_dir, DAY))
-    results[f"(parse CRM file by the precise parser: {snapshot.reader} reader above)"] = timed_value(
-        lambda: crm_snapshot.read_landed_snapshot(data_dir, DAY)
-    )
-    timed(
-        "stage CRM rows",
+    timed("land CRM file", results, lambda: crm_location.land_snapshot(template, data_dir, DAY))
+    staged = timed(
+        "parse + stage CRM rows (chunk by chunk)",
         results,
-        lambda: staging.stage_crm(engine, DAY, snapshot, manifest["landing_id"]),
+        lambda: staging.stage_landed_crm(engine, DAY, data_dir),
+    )
+    results[f"(parse CRM file by the precise parser; the {staged.reader} reader above)"] = timed_value(
+        lambda: crm_snapshot.read_landed_snapshot(data_dir, DAY)
     )
     timed(
         "stage usage rows",

@@ -21,6 +21,13 @@ The fast reading is used only where it provably means what the precise parser me
 Anything else, and every file with an error, goes to the precise parser: it names the first bad row, line
 and column, or returns the same companies (then turned into the same columns). Which reader was used,
 and why the fast one was not, is logged.
+
+Staging reads the file in chunks of whole lines (:class:`ColumnarCrm`, about :data:`CHUNK_BYTES` each),
+so that the warehouse loads one chunk while the next is read, and a million-row day is never one table in
+memory. A chunk that cannot be proven raises :class:`NotProvable` where it is found, and the load that
+consumed the chunks before it rolls back. Unique ids are the one rule checked on the whole file: the
+staged table's key refuses a duplicate, and the precise parser then names it
+(``pipeline.warehouse.staging.stage_landed_crm``); :func:`parse_table` checks them on its columns.
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ import csv
 import datetime as dt
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.datasets import CRM_REQUIRED_COLUMNS
@@ -61,6 +68,10 @@ _ZONED_TIMESTAMP = (
     r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
 )
 _LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+# Staging reads a file in chunks of whole lines of about this many bytes (~130,000 rows of a usual
+# snapshot): small enough for the warehouse to load one while the next is read, large enough that each
+# column step runs over many rows at once.
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass
@@ -82,23 +93,61 @@ class CrmTable:
         return self.table.num_rows
 
 
-class _NotProvable(Exception):
-    """The columnar reading cannot prove it means what the precise parser means; the reason is logged."""
+class NotProvable(Exception):
+    """The columnar reading cannot prove it means what the precise parser means; the caller reads the file
+    with the precise parser, and logs this reason."""
 
 
-def read_landed_table(data_dir: Path, day: dt.date) -> tuple[dict, CrmTable]:
-    """The day's landed snapshot (no download) as columns; errors name the original source."""
-    manifest, data, source = crm_snapshot.read_landed_bytes(data_dir, day)
-    return manifest, parse_table(data, source)
+class ColumnarCrm:
+    """A snapshot whose header and bytes passed the whole-file checks (else :class:`NotProvable`), to be
+    read chunk by chunk.
+
+    :meth:`chunks` yields the columns (:data:`TABLE_COLUMNS`) of about :data:`CHUNK_BYTES` of whole lines
+    at a time and raises :class:`NotProvable` at the first chunk it cannot prove; ids are not checked to be
+    unique across chunks (the staged table's key does that)."""
+
+    reader = "columnar"
+
+    def __init__(self, data: bytes, source: str, chunk_bytes: int | None = None) -> None:
+        self.source = source
+        body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        columns, rows_start = _check_whole_file(body, source)
+        self.warnings = crm_snapshot.extra_column_warnings(columns, source)
+        self._body = body
+        self._width = len(columns)
+        self._required = [columns.index(name) for name in CRM_REQUIRED_COLUMNS]
+        self._bounds = _chunk_bounds(body, rows_start, chunk_bytes or CHUNK_BYTES)
+
+    def chunks(self) -> Iterator[Any]:
+        rows = 0
+        for start, end in self._bounds:
+            table = _chunk_table(self._body, start, end, self._width, self._required)
+            rows += table.num_rows
+            if table.num_rows:
+                yield table
+        if rows == 0:
+            raise NotProvable("no rows")
 
 
 def parse_table(data: bytes, source: str) -> CrmTable:
-    """Parse a snapshot's bytes into columns: fast where provably exact, else by the precise parser."""
+    """Parse a snapshot's bytes into one table of columns: fast where provably exact, else by the precise
+    parser."""
     try:
-        return _parse_columnar(data, source)
-    except _NotProvable as reason:
+        return _whole_table(ColumnarCrm(data, source))
+    except NotProvable as reason:
         log.info("%s: read by the precise parser: %s", source, reason)
     return CrmTable.of_snapshot(crm_snapshot.parse_snapshot_bytes(data, source))
+
+
+def _whole_table(reading: ColumnarCrm) -> CrmTable:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables(reading.chunks()).combine_chunks()
+    ids = table["company_id"]
+    if len(pc.unique(ids)) != len(ids):
+        raise NotProvable("duplicate company_id")
+    return CrmTable(reading.source, table, reading.warnings)
 
 
 def table_of_companies(companies: list[crm_snapshot.CrmCompany]) -> Any:
@@ -120,68 +169,78 @@ def _type(name: str) -> Any:
     return pa.timestamp("us") if name == "last_contact_at" else pa.string()
 
 
-def _parse_columnar(data: bytes, source: str) -> CrmTable:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+def _check_whole_file(body: bytes, source: str) -> tuple[list[str], int]:
+    """The checks of the whole file's bytes and of its header: its columns, and where its rows start."""
     if not body or body.isspace():  # as bytes.strip() would leave nothing, without copying the file
-        raise _NotProvable("the file is empty")
+        raise NotProvable("the file is empty")
     if b"\x00" in body or (b"\r" in body and body.count(b"\r") != body.count(b"\r\n")):
-        raise _NotProvable("NUL bytes or carriage returns outside CRLF line ends")
+        raise NotProvable("NUL bytes or carriage returns outside CRLF line ends")
     header_end = body.find(b"\n")
+    rows_start = len(body) if header_end < 0 else header_end + 1
     header_line = body[: header_end if header_end >= 0 else len(body)].rstrip(b"\r")
     try:
         header_text = header_line.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise _NotProvable("the header is not UTF-8") from error
+        raise NotProvable("the header is not UTF-8") from error
     if not re.fullmatch(_AGREED_LINE, header_text):
-        raise _NotProvable("the header has quotes that are not whole quoted fields")
+        raise NotProvable("the header has quotes that are not whole quoted fields")
     header = next(csv.reader([header_text], strict=True))
-    columns = crm_snapshot.check_header([name.strip() for name in header], source)
-    warnings = crm_snapshot.extra_column_warnings(columns, source)
-    if b'"' in body:
-        _check_lines_agree(body)
-    table = _read_fields(body, len(columns), [columns.index(name) for name in CRM_REQUIRED_COLUMNS])
-    if table.num_rows == 0:
-        raise _NotProvable("no rows")
+    return crm_snapshot.check_header([name.strip() for name in header], source), rows_start
+
+
+def _chunk_bounds(body: bytes, start: int, chunk_bytes: int) -> list[tuple[int, int]]:
+    """(start, end) of consecutive pieces of ``body[start:]``, each about ``chunk_bytes`` long and ending
+    after a line feed (or at the end of the file). A line feed ends a record in every file the columns
+    read: a quoted line break is refused by the line check."""
+    bounds = []
+    while start < len(body):
+        cut = body.find(b"\n", start + chunk_bytes)
+        end = len(body) if cut < 0 else cut + 1
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
+def _chunk_table(body: bytes, start: int, end: int, width: int, required: list[int]) -> Any:
+    """The columns of the whole lines ``body[start:end]``, every rule but unique ids checked."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunk = memoryview(body)[start:end]
+    if body.find(b'"', start, end) >= 0:
+        _check_lines_agree(chunk)
+    table = _read_fields(chunk, width, required)
     limit = csv.field_size_limit()
     for name in table.column_names:
-        if pc.max(pc.utf8_length(table[name])).as_py() >= limit:
-            raise _NotProvable(f"a value of column {name} reaches the csv field size limit ({limit})")
+        if table.num_rows and pc.max(pc.utf8_length(table[name])).as_py() >= limit:
+            raise NotProvable(f"a value of column {name} reaches the csv field size limit ({limit})")
     values = {name: table[name].combine_chunks() for name in table.column_names}
     for name in _TRIMMED_COLUMNS:
         values[name] = strip_like_python(values[name])
-    ids = values["company_id"]
-    if pc.any(pc.equal(ids, "")).as_py():
-        raise _NotProvable("an empty company_id")
-    if len(pc.unique(ids)) != len(ids):
-        raise _NotProvable("duplicate company_id")
+    if pc.any(pc.equal(values["company_id"], "")).as_py():
+        raise NotProvable("an empty company_id")
     for name in ("company_name", "country", "industry_tag"):
         values[name] = _empty_as_null(values[name])
     values["last_contact_at"] = _timestamps(values["last_contact_at"])
-    result = pa.table({name: values[name] for name in TABLE_COLUMNS})
-    return CrmTable(source, result, warnings)
+    return pa.table({name: values[name] for name in TABLE_COLUMNS})
 
 
-def _check_lines_agree(body: bytes) -> None:
+def _check_lines_agree(chunk: memoryview) -> None:
     """Every line is made of fields that Python's strict csv reader and pyarrow read alike."""
     import pyarrow.compute as pc
 
-    lines = _lines(body)
+    lines = _lines(chunk)
     quoted = lines.filter(pc.match_substring(lines, b'"'))
     if len(quoted) and not pc.all(pc.match_substring_regex(quoted, _AGREED_LINE_WITH_END)).as_py():
-        raise _NotProvable("a line with quotes that are not whole quoted fields (or a quoted line break)")
+        raise NotProvable("a line with quotes that are not whole quoted fields (or a quoted line break)")
 
 
-def _lines(body: bytes) -> Any:
+def _lines(body: memoryview) -> Any:
     """Every line of ``body``, its line end included, as a binary array over the bytes themselves (no
     copy): the offsets are where the line feeds are."""
     import numpy as np
     import pyarrow as pa
 
-    if len(body) >= 2**31:
-        raise _NotProvable("the file is larger than 2 GiB")
     offsets = np.concatenate(([0], np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n")) + 1))
     if offsets[-1] != len(body):  # the last line has no line feed
         offsets = np.append(offsets, len(body))
@@ -205,22 +264,21 @@ def _all_text(names: list[str], include: list[str] | None = None) -> Any:
     )
 
 
-def _read_fields(body: bytes, width: int, required: list[int]) -> Any:
+def _read_fields(lines: memoryview, width: int, required: list[int]) -> Any:
+    """The required fields of whole lines (no header) as text, as Python's csv module splits them."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
     names = [f"field_{index}" for index in range(width)]
     try:
         table = pcsv.read_csv(
-            pa.py_buffer(body),
-            read_options=pcsv.ReadOptions(
-                column_names=names, skip_rows=1, use_threads=False, block_size=1 << 26
-            ),
+            pa.py_buffer(lines),
+            read_options=pcsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 26),
             parse_options=pcsv.ParseOptions(quote_char='"', double_quote=True, newlines_in_values=False),
             convert_options=_all_text(names, [names[index] for index in required]),
         )
     except pa.ArrowInvalid as error:  # a row of another width, bytes that are not UTF-8...
-        raise _NotProvable(f"pyarrow refused the file ({str(error).splitlines()[0][:200]})") from error
+        raise NotProvable(f"pyarrow refused the file ({str(error).splitlines()[0][:200]})") from error
     return table.rename_columns(list(CRM_REQUIRED_COLUMNS))
 
 
@@ -255,15 +313,15 @@ def _timestamps(values: Any) -> Any:
         stamps = pc.cast(pc.if_else(naive, values, None), pa.timestamp("us"))
         in_utc = pc.cast(pc.if_else(zoned, values, None), pa.timestamp("us", tz="UTC"))
     except pa.ArrowInvalid as error:  # a day or time the calendar does not have
-        raise _NotProvable(f"an impossible timestamp ({str(error)[:200]})") from error
+        raise NotProvable(f"an impossible timestamp ({str(error)[:200]})") from error
     stamps = pc.if_else(zoned, pc.cast(in_utc, pa.timestamp("us")), stamps)
     if pc.any(pc.greater(stamps, pa.scalar(_LATEST, pa.timestamp("us")))).as_py():
-        raise _NotProvable("a timestamp past year 9999 in UTC")
+        raise NotProvable("a timestamp past year 9999 in UTC")
     others = pc.invert(pc.or_(pc.or_(naive, zoned), pc.equal(values, "")))
     if pc.any(others).as_py():
         try:
             parsed = [crm_snapshot.parse_timestamp(text) for text in values.filter(others).to_pylist()]
         except ValueError as error:
-            raise _NotProvable("a last_contact_at that is not ISO 8601") from error
+            raise NotProvable("a last_contact_at that is not ISO 8601") from error
         stamps = pc.replace_with_mask(stamps, others, pa.array(parsed, type=pa.timestamp("us")))
     return stamps

@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 
 from pipeline import project
 from pipeline.warehouse import pg_binary_copy
+from pipeline.warehouse.prefetch import Prefetched
 
 log = logging.getLogger("pipeline")
 
@@ -284,23 +285,47 @@ def bulk_insert_columns(
     column's type (:mod:`pg_binary_copy`; the staged tables' columns do), else in the text format (the
     text :func:`_copy_text_value` writes). MySQL: LOAD DATA LOCAL of that text. SQLite: ``executemany``
     in slices of :data:`SQLITE_SLICE_ROWS` rows.
+    ``columns`` may also be an iterable of tables with the same columns (a file read chunk by chunk): the
+    next ones are produced in a background thread while the database loads the current one
+    (:mod:`prefetch`), one COPY on PostgreSQL, one LOAD DATA or ``executemany`` per table elsewhere. An
+    exception raised producing a table is raised here as it is, and the caller's transaction rolls back.
     ``constants`` (``{"snapshot_date": day}``) fills leading columns with one value. Returns the rows."""
-    target = with_schema_names(connection, table)
+    import pyarrow as pa
+
     constants = constants or {}
-    names = [*constants, *columns.column_names]
+    if isinstance(columns, pa.Table):
+        return _bulk_insert_pieces(connection, table, [columns] if columns.num_rows else [], constants)
+    with Prefetched(columns) as pieces:
+        return _bulk_insert_pieces(connection, table, pieces, constants)
+
+
+def _bulk_insert_pieces(
+    connection: Connection, table: str, pieces: Iterable[Any], constants: dict[str, Any]
+) -> int:
+    target = with_schema_names(connection, table)
+    remaining = iter(pieces)
+    first = next(remaining, None)
+    if first is None:
+        return 0
+    names = [*constants, *first.column_names]
     quoted = ", ".join(f'"{name}"' for name in names)
     family = sql_context(connection).family
-    count = columns.num_rows
     dbapi_error = connection.dialect.loaded_dbapi.Error
+    count = 0  # the rows handed to the database so far
+
+    def counted() -> Iterator[Any]:
+        nonlocal count
+        for piece in itertools.chain((first,), remaining):
+            count += piece.num_rows
+            yield piece
+
     try:
-        if count == 0:
-            pass
-        elif family == "sqlite":
-            _executemany_columns(connection, target, quoted, columns, constants)
-        elif family == "postgresql":
-            _copy_columns(connection, target, names, quoted, columns, constants)
+        if family == "postgresql":
+            _copy_columns(connection, target, names, quoted, counted(), constants)
         else:
-            _load_data_payload(connection, target, quoted, columns, constants)
+            load = _executemany_columns if family == "sqlite" else _load_data_payload
+            for piece in counted():
+                load(connection, target, quoted, piece, constants)
     except (sa.exc.DBAPIError, dbapi_error) as error:
         raise refused_bulk_load(target, count, error) from error
     return count
@@ -326,19 +351,30 @@ PAYLOAD_SLICE_ROWS = 250_000
 
 class _PayloadReader:
     """A bulk load's payload as a binary file (``read(size)``): ``leading`` bytes, then ``encode(slice)``
-    of each slice of rows of ``columns``, built one slice at a time, then ``trailing`` bytes."""
+    of each slice of rows of each table of ``pieces``, built one slice at a time, then ``trailing`` bytes.
+    An exception raised building the payload is kept in :attr:`failure`: a driver that calls ``read``
+    (psycopg2's ``copy_expert``) reports it as its own error, without it."""
 
     def __init__(
-        self, columns: Any, encode: Callable[[Any], Any], leading: bytes = b"", trailing: bytes = b""
+        self,
+        pieces: Iterable[Any],
+        encode: Callable[[Any], Any],
+        leading: bytes = b"",
+        trailing: bytes = b"",
     ) -> None:
         step = PAYLOAD_SLICE_ROWS
-        slices = (columns.slice(start, step) for start in range(0, columns.num_rows, step))
+        slices = (piece.slice(start, step) for piece in pieces for start in range(0, piece.num_rows, step))
         self._pieces = itertools.chain((leading,), (encode(piece) for piece in slices), (trailing,))
         self._buffer = memoryview(b"")
+        self.failure: Exception | None = None
 
     def read(self, size: int = -1) -> bytes:
         while not self._buffer:
-            piece = next(self._pieces, None)
+            try:
+                piece = next(self._pieces, None)
+            except Exception as error:
+                self.failure = error
+                raise
             if piece is None:
                 return b""
             self._buffer = memoryview(piece)
@@ -390,27 +426,37 @@ def _copy_columns(
     target: str,
     names: list[str],
     quoted: str,
-    columns: Any,
+    pieces: Iterator[Any],
     constants: dict[str, Any],
 ) -> None:
-    """COPY of ``columns`` into ``target``: in the binary format where every column's values have an exact
-    encoding for their column's type (pg_binary_copy), else in the text format."""
-    types = dict(run_sql(connection, "staging/select_column_types", table_name=target).tuples().all())
+    """One COPY of the tables ``pieces`` into ``target``: in the binary format where the first table's
+    values have an exact encoding for their columns' types (pg_binary_copy), else in the text format."""
+    types = dict(run_sql(connection, "staging/select_column_types", table_name=target).all())
     target_types = [types.get(name, "") for name in names]
-    if pg_binary_copy.binary_encoding(columns, constants, target_types):
+    first = next(pieces)
+    pieces = itertools.chain((first,), pieces)
+    if pg_binary_copy.binary_encoding(first, constants, target_types):
+
+        def encode(piece: Any) -> Any:
+            if piece is not first and not pg_binary_copy.binary_encoding(piece, constants, target_types):
+                raise BulkLoadError(
+                    f"bulk load into {target} failed: a later chunk's values have no exact binary "
+                    "encoding for the columns' types (an integer out of the column's range?)"
+                )
+            return pg_binary_copy.binary_rows(piece, constants, target_types)
+
         statement = f"COPY {target} ({quoted}) FROM STDIN WITH (FORMAT binary)"
-        payload = _PayloadReader(
-            columns,
-            lambda piece: pg_binary_copy.binary_rows(piece, constants, target_types),
-            pg_binary_copy.SIGNATURE,
-            pg_binary_copy.TRAILER,
-        )
+        payload = _PayloadReader(pieces, encode, pg_binary_copy.SIGNATURE, pg_binary_copy.TRAILER)
     else:
         statement = f"COPY {target} ({quoted}) FROM STDIN"
-        payload = _PayloadReader(columns, lambda piece: _copy_text_payload(piece, constants))
+        payload = _PayloadReader(pieces, lambda piece: _copy_text_payload(piece, constants))
     cursor = connection.connection.cursor()
     try:
         cursor.copy_expert(statement, payload, size=1 << 20)
+    except connection.dialect.loaded_dbapi.Error:
+        if payload.failure is not None:  # the payload's own error, not the driver's word for it
+            raise payload.failure from None
+        raise
     finally:
         cursor.close()
 
@@ -430,7 +476,7 @@ def _load_data_payload(
     )
     try:
         with handle:
-            payload = _PayloadReader(columns, lambda piece: _copy_text_payload(piece, constants))
+            payload = _PayloadReader([columns], lambda piece: _copy_text_payload(piece, constants))
             while chunk := payload.read(1 << 22):
                 handle.write(chunk)
         _load_data_file(

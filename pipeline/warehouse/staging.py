@@ -16,12 +16,20 @@ How a day's rows replace the previous ones depends on the table:
   unpartitioned): the day's rows are deleted and the new ones inserted into the keyed table.
 
 Either way the whole replacement is one transaction: a failure leaves the previous rows of the day.
+
+A landed CRM snapshot is staged as it is read (:func:`stage_landed_crm`): chunk by chunk on the columns
+(``crm_columnar``), the warehouse loading one chunk while the next is read, or by the precise parser
+where the columns cannot prove their meaning. When the load refuses the columns' rows (a duplicate id:
+the one rule the staged table's key checks for them), the precise parser reads the file to name the row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,11 +43,13 @@ from pipeline.datasets import (
     USAGE,
 )
 from pipeline.faultpoints import fault_point
-from pipeline.sources.crm_columnar import CrmTable
+from pipeline.sources import crm_columnar, crm_snapshot
+from pipeline.sources.crm_columnar import ColumnarCrm, CrmTable
 from pipeline.sources.crm_snapshot import CrmSnapshot
 from pipeline.warehouse.engine import lock_for_staging
 from pipeline.warehouse.ledger import record_load
 from pipeline.warehouse.sql import (
+    BulkLoadError,
     bulk_insert,
     bulk_insert_columns,
     is_postgres,
@@ -48,18 +58,59 @@ from pipeline.warehouse.sql import (
     with_schema_names,
 )
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StagedCrm:
+    """What :func:`stage_landed_crm` staged: the rows, which reader read them, and the file's warnings."""
+
+    rows: int
+    reader: str
+    warnings: list[str]
+
+
+def stage_landed_crm(engine: Engine, snapshot_date: dt.date, data_dir: Path) -> StagedCrm:
+    """Replace the staged CRM snapshot of ``snapshot_date`` by the day's landed file (no download): read on
+    the columns chunk by chunk as it loads, else by the precise parser. A bad file raises the precise
+    parser's :class:`~pipeline.sources.crm_snapshot.CrmSnapshotError` (file, row, line, column), and
+    the staged rows of the day stay as they were."""
+    manifest, data, source = crm_snapshot.read_landed_bytes(data_dir, snapshot_date)
+    landing_id = manifest["landing_id"]
+    try:
+        reading = ColumnarCrm(data, source)
+        rows = stage_crm(engine, snapshot_date, reading, landing_id)
+        return StagedCrm(rows, reading.reader, reading.warnings)
+    except crm_columnar.NotProvable as reason:
+        log.info("%s: read by the precise parser: %s", source, reason)
+    except BulkLoadError as refused:
+        # The columns mean what the precise parser means: if the file breaks a rule (a duplicate id), the
+        # precise parser refuses it too and names the row; if not, the warehouse refused it for a reason
+        # of its own (a value longer than its column), which stands.
+        try:
+            crm_snapshot.parse_snapshot_bytes(data, source)
+        except crm_snapshot.CrmSnapshotError as bad_file:
+            raise bad_file from refused
+        raise
+    snapshot = crm_snapshot.parse_snapshot_bytes(data, source)
+    rows = stage_crm(engine, snapshot_date, snapshot, landing_id)
+    return StagedCrm(rows, "precise", snapshot.warnings)
+
 
 def stage_crm(
-    engine: Engine, snapshot_date: dt.date, snapshot: CrmTable | CrmSnapshot, landing_id: str
+    engine: Engine,
+    snapshot_date: dt.date,
+    snapshot: CrmTable | CrmSnapshot | ColumnarCrm,
+    landing_id: str,
 ) -> int:
-    """Replace the staged CRM snapshot of ``snapshot_date``; returns the rows staged."""
+    """Replace the staged CRM snapshot of ``snapshot_date``; returns the rows staged. A
+    :class:`ColumnarCrm` is loaded chunk by chunk as it is read; its ``NotProvable`` is raised here."""
     if isinstance(snapshot, CrmSnapshot):
         snapshot = CrmTable.of_snapshot(snapshot)
+    columns = snapshot.chunks() if isinstance(snapshot, ColumnarCrm) else snapshot.table
 
     def load(connection: Connection, target: str) -> int:
-        return bulk_insert_columns(
-            connection, target, snapshot.table, constants={"snapshot_date": snapshot_date}
-        )
+        return bulk_insert_columns(connection, target, columns, constants={"snapshot_date": snapshot_date})
 
     return _stage_day(engine, CRM, snapshot_date, load, snapshot.source, landing_id)
 

@@ -255,7 +255,7 @@ def test_progress_of_long_tasks_is_visible_in_luigid(scheduled_run: ScheduledRun
     expected_messages: dict[str, str] = {
         "FetchCrmSnapshot": r"landed the CRM snapshot: \d+ bytes from .*crm_2026-10-05\.csv",
         "FetchProductUsage": rf"landed \d+ pages, {usage_rows} rows",
-        "StageCrm": rf"staged {crm_rows} CRM rows",
+        "StageCrm": rf"staged {crm_rows} CRM rows \(read by the columnar reader\)",
         "StageProductUsage": rf"staged {usage_rows} usage rows",
         "MergeDay": rf"merged {merged_rows} rows",
     }

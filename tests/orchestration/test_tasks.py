@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -228,15 +231,13 @@ def test_a_parent_of_forked_task_processes_prepares_great_expectations_once(
     from pipeline.orchestration import tasks
     from pipeline.quality import runner
 
-    monkeypatch.setattr(tasks, "_prepared_for_forking", False)
+    monkeypatch.setattr(tasks, "_prepared_for_forking", set())
     monkeypatch.setattr(luigi.interface, "core", lambda: type("core", (), {"workers": workers})())
     runner._gx.cache_clear()
     day = dt.date(2026, 10, 1)
     try:
-        tasks._prepare_great_expectations_before_forking(
-            tasks.ValidateCrm(date=day), FetchCrmSnapshot(date=day)
-        )
-        tasks._prepare_great_expectations_before_forking(MergeDay(date=day), FetchCrmSnapshot(date=day))
+        tasks._prepare_libraries_before_forking(tasks.ValidateCrm(date=day), FetchCrmSnapshot(date=day))
+        tasks._prepare_libraries_before_forking(MergeDay(date=day), FetchCrmSnapshot(date=day))
         prepared = runner._gx.cache_info().currsize == 1
         frozen = gc.get_freeze_count()
     finally:
@@ -245,4 +246,36 @@ def test_a_parent_of_forked_task_processes_prepares_great_expectations_once(
         assert not prepared and frozen == 0
     else:
         assert prepared and frozen > 0
-        assert tasks._prepared_for_forking
+        assert tasks._prepared_for_forking == {"columnar", "great_expectations"}
+
+
+PREPARE_IN_A_FRESH_PROCESS = """
+import datetime as dt, sys
+import luigi
+from pipeline.orchestration import tasks
+luigi.interface.core = lambda: type("core", (), {"workers": %d})()
+day = dt.date(2026, 10, 1)
+tasks._prepare_libraries_before_forking(tasks.StageCrm(date=day), tasks.FetchCrmSnapshot(date=day))
+print(sorted(name for name in ("pyarrow.csv", "pyarrow.compute", "pandas", "great_expectations")
+             if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("workers", "imported"),
+    [(1, []), (2, ["pandas", "pyarrow.compute", "pyarrow.csv"])],
+)
+def test_a_parent_of_forked_task_processes_imports_the_columnar_libraries_once_for_every_task(
+    workers: int, imported: list[str]
+) -> None:
+    """Staging reads columns (pyarrow, and pandas, which pyarrow imports at its first conversion): with
+    several workers the parent imports them before forking, for any day task, not only the validating
+    ones; Great Expectations only for those."""
+    result = subprocess.run(
+        [sys.executable, "-c", PREPARE_IN_A_FRESH_PROCESS % workers],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LUIGI_CONFIG_PATH": os.devnull},
+    )
+    assert result.stdout.strip() == str(imported)

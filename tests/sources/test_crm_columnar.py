@@ -202,3 +202,46 @@ def test_a_million_row_shaped_file_stays_on_the_columns() -> None:
     assert table.reader == "columnar"
     assert table.table.to_pylist() == precise(data)
     assert table.table.column("last_contact_at")[0].as_py() == dt.datetime(2026, 11, 1, 6, 0)
+
+
+def test_files_read_in_chunks_of_a_few_lines_mean_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of about 40 bytes: a line or two each, so every rule is checked across chunk boundaries
+    # (quotes, line ends, empty ids, a duplicate in another chunk, a blank last chunk).
+    monkeypatch.setattr(crm_columnar, "CHUNK_BYTES", 40)
+    rng = random.Random(20261130)
+    readers = [assert_same_meaning(random_file(rng)) for _ in range(300)]
+    assert readers.count("columnar") > 50
+    duplicate_in_a_later_chunk = rows_file(
+        *(f"C{index},Name {index},DE,saas," for index in range(8)), "C3,X,,,"
+    )
+    assert assert_same_meaning(duplicate_in_a_later_chunk) is None  # the precise parser's error
+
+
+def test_a_file_is_read_in_chunks_of_whole_lines_that_add_up_to_the_file() -> None:
+    lines = [f"C{index},Company {index},DE,saas,2026-11-19T10:00:{index % 60:02d}Z" for index in range(1_000)]
+    data = rows_file(*lines)
+    reading = crm_columnar.ColumnarCrm(data, "crm.csv", chunk_bytes=1_000)
+    chunks = list(reading.chunks())
+    assert len(chunks) > 20
+    assert [row for chunk in chunks for row in chunk.to_pylist()] == precise(data)
+    assert all(chunk.num_rows > 0 for chunk in chunks)
+
+
+def test_a_chunk_that_cannot_be_proven_stops_the_reading_there_after_the_chunks_before_it() -> None:
+    good = [f"C{index},Company {index},DE,saas," for index in range(200)]
+    data = rows_file(*good, 'C200,"two\r\nlines",DE,saas,', "C201,B,DE,saas,")
+    chunks = crm_columnar.ColumnarCrm(data, "crm.csv", chunk_bytes=500).chunks()
+    read = []
+    with pytest.raises(crm_columnar.NotProvable, match="quoted line break"):
+        for chunk in chunks:
+            read.extend(chunk["company_id"].to_pylist())
+    # The chunks before the bad line's were read (lazily, in order); nothing after it.
+    assert 150 <= len(read) < 200
+    assert read == [f"C{index}" for index in range(len(read))]
+
+
+def test_a_file_the_whole_file_checks_rule_out_is_refused_before_any_chunk_is_read() -> None:
+    with pytest.raises(crm_columnar.NotProvable, match="carriage returns"):
+        crm_columnar.ColumnarCrm((HEADER + "C1,A,DE,saas,\rC2,B,DE,saas,\r").encode(), "crm.csv")
+    with pytest.raises(crm_snapshot.CrmSnapshotError, match="company_id"):
+        crm_columnar.ColumnarCrm(b"name,country\r\nA,DE\r\n", "crm.csv")

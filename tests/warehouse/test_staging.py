@@ -13,10 +13,17 @@ import pytest
 import sqlalchemy as sa
 from conftest import company, make_warehouse, query
 
-from pipeline.sources.crm_snapshot import CrmSnapshot
+from pipeline.sources import crm_columnar, crm_location, crm_snapshot
+from pipeline.sources.crm_snapshot import CrmSnapshot, CrmSnapshotError
 from pipeline.warehouse import merge, staging
 from pipeline.warehouse.engine import create_engine, lock_warehouse_for_writing, open_warehouse
-from pipeline.warehouse.sql import BulkLoadError, read_sql, split_statements, with_schema_names
+from pipeline.warehouse.sql import (
+    BulkLoadError,
+    normalise_value,
+    read_sql,
+    split_statements,
+    with_schema_names,
+)
 
 DAY = dt.date(2026, 11, 1)
 NEXT_DAY = DAY + dt.timedelta(days=1)
@@ -334,3 +341,105 @@ def test_on_postgresql_two_days_of_one_table_staged_at_once_go_one_after_the_oth
         ("usage", str(days[0]), "G", 1),
         ("usage", str(days[1]), "H", 2),
     ]
+
+
+# -- a landed CRM file, staged as it is read ------------------------------------------------------------
+
+CRM_HEADER = "company_id,company_name,country,industry_tag,last_contact_at\r\n"
+
+
+def land_crm(tmp_path: Path, day: dt.date, lines: list[str]) -> Path:
+    """The CRM file of ``day`` landed as FetchCrmSnapshot lands it; returns the data folder."""
+    source = tmp_path / f"crm_{day.isoformat()}.csv"
+    source.write_bytes((CRM_HEADER + "".join(line + "\r\n" for line in lines)).encode("utf-8"))
+    data_dir = tmp_path / "data"
+    crm_location.land_snapshot(str(tmp_path / "crm_{date}.csv"), data_dir, day)
+    return data_dir
+
+
+def many_companies(count: int, start: int = 0) -> list[str]:
+    return [
+        f'C{index:05d},"Company {index}, Ltd",DE,saas,'
+        f"2026-10-{1 + index % 28:02d}T08:{index % 60:02d}:00+02:00"
+        for index in range(start, start + count)
+    ]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of a few hundred bytes: a file of a few hundred lines is loaded in dozens of them."""
+    monkeypatch.setattr(crm_columnar, "CHUNK_BYTES", 600)
+
+
+def test_a_landed_file_is_staged_chunk_by_chunk_with_the_precise_parsers_rows(
+    engine: sa.Engine, tmp_path: Path, small_chunks: None
+) -> None:
+    data_dir = land_crm(tmp_path, DAY, many_companies(500))
+    result = staging.stage_landed_crm(engine, DAY, data_dir)
+    assert (result.rows, result.reader, result.warnings) == (500, "columnar", [])
+    expected = crm_snapshot.read_landed_snapshot(data_dir, DAY)[1].companies
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            query(
+                connection,
+                "SELECT company_id, company_name, country, industry_tag, last_contact_at "
+                "FROM {stg}.crm_daily ORDER BY company_id",
+            )
+        ).all()
+    assert [tuple(normalise_value(value) for value in row) for row in rows] == [
+        tuple(normalise_value(value) for value in company.as_row()) for company in expected
+    ]
+    assert normalise_value(rows[0][4]) == "2026-10-01 06:00:00"  # +02:00 stored as UTC
+
+
+def test_a_duplicate_id_in_a_later_chunk_is_named_by_row_and_the_day_stays_as_it_was(
+    engine: sa.Engine, tmp_path: Path, small_chunks: None
+) -> None:
+    stage_companies(engine, DAY, ["A", "B"], "-v1")
+    data_dir = land_crm(tmp_path, DAY, [*many_companies(300), "C00007,Again,DE,saas,"])
+    with pytest.raises(CrmSnapshotError, match=r"row 301 \(line 302\), column 'company_id'.*C00007"):
+        staging.stage_landed_crm(engine, DAY, data_dir)
+    assert [row for row in staged(engine) if row[0] == "crm"] == [
+        ("crm", "2026-11-01", "A", "A-v1"),
+        ("crm", "2026-11-01", "B", "B-v1"),
+    ]
+
+
+def test_a_bad_value_in_a_later_chunk_is_named_by_the_precise_parser_and_nothing_is_staged(
+    engine: sa.Engine, tmp_path: Path, small_chunks: None
+) -> None:
+    stage_companies(engine, DAY, ["A"], "-v1")
+    data_dir = land_crm(tmp_path, DAY, [*many_companies(300), "C99999,Late,DE,saas,2026-02-30"])
+    with pytest.raises(CrmSnapshotError, match=r"row 301 \(line 302\), column 'last_contact_at'"):
+        staging.stage_landed_crm(engine, DAY, data_dir)
+    assert [row for row in staged(engine) if row[0] == "crm"] == [("crm", "2026-11-01", "A", "A-v1")]
+
+
+def test_a_valid_file_the_columns_cannot_prove_half_way_is_staged_whole_by_the_precise_parser(
+    engine: sa.Engine, tmp_path: Path, small_chunks: None
+) -> None:
+    stage_companies(engine, DAY, ["A"], "-v1")
+    lines = [*many_companies(300), 'C99999,"Two\r\nlines",DE,saas,']  # a quoted line break: valid CSV
+    result = staging.stage_landed_crm(engine, DAY, land_crm(tmp_path, DAY, lines))
+    assert (result.rows, result.reader) == (301, "precise")
+    crm = [row for row in staged(engine) if row[0] == "crm"]
+    assert len(crm) == 301 and crm[-1] == ("crm", "2026-11-01", "C99999", "Two\r\nlines")
+
+
+@pytest.mark.parametrize(
+    "warehouse",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+    indirect=True,
+)
+def test_rows_the_warehouse_refuses_in_a_valid_file_fail_with_the_warehouses_reason(
+    engine: sa.Engine, tmp_path: Path, small_chunks: None
+) -> None:
+    stage_companies(engine, DAY, ["A"], "-v1")
+    too_long = "C" + "9" * 80  # a valid id by the contract, longer than the staged column (64)
+    data_dir = land_crm(tmp_path, DAY, [*many_companies(300), f"{too_long},Long,DE,saas,"])
+    with pytest.raises(BulkLoadError, match=r"crm_daily\S* failed"):
+        staging.stage_landed_crm(engine, DAY, data_dir)
+    assert [row for row in staged(engine) if row[0] == "crm"] == [("crm", "2026-11-01", "A", "A-v1")]
