@@ -68,10 +68,11 @@ _ZONED_TIMESTAMP = (
     r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
 )
 _LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
-# Staging reads a file in chunks of whole lines of about this many bytes (~130,000 rows of a usual
-# snapshot): small enough for the warehouse to load one while the next is read, large enough that each
-# column step runs over many rows at once.
-CHUNK_BYTES = 8 << 20
+# Staging reads a file in chunks of whole lines of about this many bytes (~65,000 rows of a usual
+# snapshot): small enough for the warehouse to load one while the next is read and for a chunk's memory to
+# be reused by the next, large enough that each column step runs over many rows at once (a million-row
+# file staged in 0.95-1.09 s with 4 MiB chunks, 1.09-1.43 s with 8 MiB, alternating runs).
+CHUNK_BYTES = 4 << 20
 
 
 @dataclass
@@ -212,7 +213,12 @@ def _chunk_table(body: bytes, start: int, end: int, width: int, required: list[i
     table = _read_fields(chunk, width, required)
     limit = csv.field_size_limit()
     for name in table.column_names:
-        if table.num_rows and pc.max(pc.utf8_length(table[name])).as_py() >= limit:
+        # Characters are never more than bytes: they are counted only where the bytes reach the limit.
+        if (
+            table.num_rows
+            and pc.max(pc.binary_length(table[name])).as_py() >= limit
+            and pc.max(pc.utf8_length(table[name])).as_py() >= limit
+        ):
             raise NotProvable(f"a value of column {name} reaches the csv field size limit ({limit})")
     values = {name: table[name].combine_chunks() for name in table.column_names}
     for name in _TRIMMED_COLUMNS:
@@ -226,28 +232,25 @@ def _chunk_table(body: bytes, start: int, end: int, width: int, required: list[i
 
 
 def _check_lines_agree(chunk: memoryview) -> None:
-    """Every line is made of fields that Python's strict csv reader and pyarrow read alike."""
-    import pyarrow.compute as pc
-
-    lines = _lines(chunk)
-    quoted = lines.filter(pc.match_substring(lines, b'"'))
-    if len(quoted) and not pc.all(pc.match_substring_regex(quoted, _AGREED_LINE_WITH_END)).as_py():
-        raise NotProvable("a line with quotes that are not whole quoted fields (or a quoted line break)")
-
-
-def _lines(body: memoryview) -> Any:
-    """Every line of ``body``, its line end included, as a binary array over the bytes themselves (no
-    copy): the offsets are where the line feeds are."""
+    """Every line with a quote is made of fields that Python's strict csv reader and pyarrow read alike."""
     import numpy as np
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    offsets = np.concatenate(([0], np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n")) + 1))
-    if offsets[-1] != len(body):  # the last line has no line feed
-        offsets = np.append(offsets, len(body))
-    offsets = offsets.astype(np.int32)
-    return pa.BinaryArray.from_buffers(
-        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(body)]
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    line_ends = np.flatnonzero(data == ord("\n")) + 1
+    if not len(line_ends) or line_ends[-1] != len(data):  # the last line has no line feed
+        line_ends = np.append(line_ends, len(data))
+    offsets = np.concatenate(([0], line_ends)).astype(np.int32)
+    lines = pa.BinaryArray.from_buffers(
+        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(chunk)]
     )
+    # The line of each quote (the first line end after it), each line once: only those lines are matched.
+    with_quotes = np.searchsorted(line_ends, np.flatnonzero(data == ord('"')), side="right")
+    with_quotes = with_quotes[np.concatenate(([True], with_quotes[1:] != with_quotes[:-1]))]
+    quoted = lines.take(pa.array(with_quotes))
+    if not pc.all(pc.match_substring_regex(quoted, _AGREED_LINE_WITH_END)).as_py():
+        raise NotProvable("a line with quotes that are not whole quoted fields (or a quoted line break)")
 
 
 def _all_text(names: list[str], include: list[str] | None = None) -> Any:

@@ -14,6 +14,7 @@ the file is not there (yet).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import logging
 import os
@@ -98,7 +99,7 @@ def land_snapshot(
     location = snapshot_location(template, day)
     directory = landing.day_dir(data_dir, CRM, day)
     name = Path(urllib.parse.urlsplit(location).path).name or f"crm_{day.isoformat()}.csv"
-    download_snapshot(location, directory / name, day, http_retry=http_retry)
+    sha256 = download_snapshot(location, directory / name, day, http_retry=http_retry)
     fetched_at = clock.utc_timestamp()
     manifest = {
         "dataset": CRM,
@@ -106,7 +107,7 @@ def land_snapshot(
         "source": redact_location(location),
         "file": name,
         "bytes": (directory / name).stat().st_size,
-        "sha256": files.sha256_file(directory / name),
+        "sha256": sha256,
         "fetched_at": fetched_at,
         "landing_id": fetched_at,
     }
@@ -114,20 +115,47 @@ def land_snapshot(
     return manifest
 
 
+class _HashingWriter:
+    """A download written through this is hashed as it is written: its checksum without reading the file a
+    second time."""
+
+    def __init__(self, out: io.BufferedWriter) -> None:
+        self._out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self._out.write(data)
+
+
 def download_snapshot(
     location: str, destination: Path, day: dt.date, *, http_retry: HttpRetry | None = None
-) -> None:
-    """Copy the snapshot at ``location`` to ``destination`` atomically (temp file, then rename)."""
+) -> str:
+    """Copy the snapshot at ``location`` to ``destination`` atomically (temp file, then rename); returns
+    the SHA-256 of the bytes landed."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     log.info("CRM snapshot for %s: downloading %s", day.isoformat(), redact_location(location))
     handle, temp_name = tempfile.mkstemp(dir=destination.parent, prefix=".incoming-", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as out:
-            _copy_from_location(location, out, day, http_retry or HttpRetry())
+        local = _local_path(location)
+        if local is not None:
+            os.close(handle)
+            if not local.is_file():
+                raise _not_found(location, day)
+            # Copied by the kernel (sendfile), then read once for the checksum: a million-row file lands
+            # in ~0.06 s, against ~0.18 s through Python's reads and writes.
+            shutil.copyfile(local, temp_name)
+            sha256 = files.sha256_file(Path(temp_name))
+        else:
+            with os.fdopen(handle, "wb") as out:
+                hashing = _HashingWriter(out)
+                _download(location, hashing, day, http_retry or HttpRetry())
+            sha256 = hashing.digest.hexdigest()
         os.replace(temp_name, destination)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+    return sha256
 
 
 def _not_found(location: str, day: dt.date) -> CrmSnapshotNotFound:
@@ -135,25 +163,24 @@ def _not_found(location: str, day: dt.date) -> CrmSnapshotNotFound:
     return CrmSnapshotNotFound(shown, f"CRM snapshot for {day.isoformat()} not found at {shown}")
 
 
-def _copy_from_location(location: str, out: io.BufferedWriter, day: dt.date, http_retry: HttpRetry) -> None:
+def _local_path(location: str) -> Path | None:
+    """The file a plain path or ``file://`` URL names; None for any other location."""
+    parts = urllib.parse.urlsplit(location)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return Path(urllib.parse.unquote(parts.path))
+    return Path(location) if scheme == "" else None
+
+
+def _download(location: str, out: _HashingWriter, day: dt.date, http_retry: HttpRetry) -> None:
     scheme = urllib.parse.urlsplit(location).scheme.lower()
-    if scheme in ("", "file"):
-        path = (
-            Path(urllib.parse.unquote(urllib.parse.urlsplit(location).path))
-            if scheme == "file"
-            else Path(location)
-        )
-        if not path.is_file():
-            raise _not_found(location, day)
-        with path.open("rb") as source:
-            shutil.copyfileobj(source, out, length=1024 * 1024)
-    elif scheme in ("http", "https"):
+    if scheme in ("http", "https"):
         _download_http(location, out, day, http_retry)
     else:
         _copy_with_fsspec(location, out, day)
 
 
-def _download_http(location: str, out: io.BufferedWriter, day: dt.date, http_retry: HttpRetry) -> None:
+def _download_http(location: str, out: _HashingWriter, day: dt.date, http_retry: HttpRetry) -> None:
     scrub_url_logging()  # urllib3 logs each URL at DEBUG, SAS token and all
     after = f" after {http_retry.attempts} attempts" if http_retry.attempts > 1 else ""
     try:
@@ -194,7 +221,7 @@ def _missing_extra(location: str, scheme: str, error: ImportError) -> CrmSnapsho
     )
 
 
-def _copy_with_fsspec(location: str, out: io.BufferedWriter, day: dt.date) -> None:
+def _copy_with_fsspec(location: str, out: _HashingWriter, day: dt.date) -> None:
     """Object stores (s3://, az://, abfs://) through fsspec and its backends, the optional cloud extra.
 
     Credentials come from each cloud's standard environment variables, read by the SDKs themselves

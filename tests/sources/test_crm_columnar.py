@@ -135,6 +135,8 @@ def test_bad_timestamps_fail_with_the_precise_parsers_message(value: str) -> Non
         HEADER.encode() + b"C1,A\xff,DE,saas,\r\n",  # not UTF-8
         HEADER.encode() + b"C1,A\x00B,DE,saas,\r\n",  # NUL
         rows_file(f"C1,{'x' * 131_072},DE,saas,"),  # the csv module's field size limit
+        rows_file("C1," + "\u00e9" * 131_072 + ",DE,saas,"),  # the limit counts characters...
+        rows_file("C1," + "\u00e9" * 70_000 + ",DE,saas,"),  # ...not bytes: 140,000 bytes are under it
         rows_file("C1,\u00a0Acme\u00a0,\u00a0DE\u3000,\x1csaas\x1f,"),  # Unicode whitespace
         HEADER.encode(),
         b"",
