@@ -185,7 +185,10 @@ def _check_whole_file(body: bytes, source: str) -> tuple[list[str], int]:
         raise NotProvable("the header is not UTF-8") from error
     if not re.fullmatch(_AGREED_LINE, header_text):
         raise NotProvable("the header has quotes that are not whole quoted fields")
-    header = next(csv.reader([header_text], strict=True))
+    try:
+        header = next(csv.reader([header_text], strict=True))
+    except csv.Error as error:  # a name past the field size limit: the precise parser names the line
+        raise NotProvable(f"the header cannot be read as csv ({error})") from error
     return crm_snapshot.check_header([name.strip() for name in header], source), rows_start
 
 
@@ -210,8 +213,12 @@ def _chunk_table(body: bytes, start: int, end: int, width: int, required: list[i
     chunk = memoryview(body)[start:end]
     if body.find(b'"', start, end) >= 0:
         _check_lines_agree(chunk)
-    table = _read_fields(chunk, width, required)
     limit = csv.field_size_limit()
+    if width > len(required) and _longest_line(chunk) >= limit:
+        # The columns not read (extra ones) are not measured below; a line this long may hold a field
+        # the csv module refuses. Characters are never more than bytes, so shorter lines cannot.
+        raise NotProvable(f"a line of a file with extra columns reaches the csv field size limit ({limit})")
+    table = _read_fields(chunk, width, required)
     for name in table.column_names:
         # Characters are never more than bytes: they are counted only where the bytes reach the limit.
         if (
@@ -251,6 +258,15 @@ def _check_lines_agree(chunk: memoryview) -> None:
     quoted = lines.take(pa.array(with_quotes))
     if not pc.all(pc.match_substring_regex(quoted, _AGREED_LINE_WITH_END)).as_py():
         raise NotProvable("a line with quotes that are not whole quoted fields (or a quoted line break)")
+
+
+def _longest_line(chunk: memoryview) -> int:
+    """The length in bytes of the longest line of ``chunk``, its line end included."""
+    import numpy as np
+
+    line_ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord("\n")) + 1
+    last_line = len(chunk) - (int(line_ends[-1]) if len(line_ends) else 0)  # without a line feed
+    return int(np.diff(line_ends, prepend=0).max(initial=last_line))
 
 
 def _all_text(names: list[str], include: list[str] | None = None) -> Any:

@@ -22,8 +22,9 @@ _POLL_SECONDS = 0.1
 class Prefetched(Generic[Piece]):
     """Iterate ``pieces`` with up to ``ahead`` of them produced in advance by a daemon thread.
 
-    An exception raised by ``pieces`` is raised by this iterator, in the consuming thread, where it would
-    have been raised without the thread. :meth:`close` (also on leaving a ``with`` block) stops the
+    An exception raised by ``pieces`` (any, ``SystemExit`` too: the consumer must never wait for a thread
+    that has ended) is raised by this iterator, in the consuming thread, where it would have been raised
+    without the thread. :meth:`close` (also on leaving a ``with`` block) stops the
     producer at its next piece, so a load that fails does not leave a thread reading the rest of a file.
     """
 
@@ -62,7 +63,7 @@ class Prefetched(Generic[Piece]):
             for piece in pieces:
                 if not self._put((piece, None)):
                     return
-        except Exception as error:  # handed over to the consuming thread, raised there
+        except BaseException as error:  # handed over to the consuming thread, raised there
             self._put((None, error))
             return
         self._put((_DONE, None))

@@ -137,6 +137,11 @@ def test_bad_timestamps_fail_with_the_precise_parsers_message(value: str) -> Non
         rows_file(f"C1,{'x' * 131_072},DE,saas,"),  # the csv module's field size limit
         rows_file("C1," + "\u00e9" * 131_072 + ",DE,saas,"),  # the limit counts characters...
         rows_file("C1," + "\u00e9" * 70_000 + ",DE,saas,"),  # ...not bytes: 140,000 bytes are under it
+        rows_file(  # the limit applies to every field, an extra column's too
+            "C1,A,DE,saas,," + "x" * 140_000,
+            header="company_id,company_name,country,industry_tag,last_contact_at,notes\r\n",
+        ),
+        rows_file("C1,A,DE,saas,", header=HEADER.rstrip() + ",notes_" + "x" * 140_000 + "\r\n"),
         rows_file("C1,\u00a0Acme\u00a0,\u00a0DE\u3000,\x1csaas\x1f,"),  # Unicode whitespace
         HEADER.encode(),
         b"",

@@ -71,3 +71,15 @@ def test_closing_early_stops_the_producer_at_its_next_piece() -> None:
     assert first == 0
     assert len(produced) <= 3  # the one consumed, the one queued, the one waiting to be queued
     assert not prefetched._thread.is_alive()
+
+
+def test_a_producer_stopped_by_a_base_exception_does_not_leave_the_consumer_waiting() -> None:
+    def pieces() -> Iterator[int]:
+        yield 1
+        raise SystemExit("the producer was told to stop")
+
+    received = []
+    with Prefetched(pieces()) as prefetched, pytest.raises(SystemExit, match="told to stop"):
+        for piece in prefetched:
+            received.append(piece)
+    assert received == [1]
