@@ -70,8 +70,8 @@ _ZONED_TIMESTAMP = (
 _LATEST = dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
 # Staging reads a file in chunks of whole lines of about this many bytes (~65,000 rows of a usual
 # snapshot): small enough for the warehouse to load one while the next is read and for a chunk's memory to
-# be reused by the next, large enough that each column step runs over many rows at once (a million-row
-# file staged in 0.95-1.09 s with 4 MiB chunks, 1.09-1.43 s with 8 MiB, alternating runs).
+# be reused by the next, large enough that each column step runs over many rows at once (4 MiB staged a
+# million rows faster than 8 MiB in alternating runs: docs/benchmarks.md).
 CHUNK_BYTES = 4 << 20
 
 
