@@ -366,13 +366,13 @@ class _PayloadReader:
         slices = (piece.slice(start, step) for piece in pieces for start in range(0, piece.num_rows, step))
         self._pieces = itertools.chain((leading,), (encode(piece) for piece in slices), (trailing,))
         self._buffer = memoryview(b"")
-        self.failure: Exception | None = None
+        self.failure: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
         while not self._buffer:
             try:
                 piece = next(self._pieces, None)
-            except Exception as error:
+            except BaseException as error:  # an interrupt too: the driver would report it as a failed COPY
                 self.failure = error
                 raise
             if piece is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,30 @@ def test_a_columnar_bulk_load_that_the_table_refuses_fails_whole(engine: sa.Engi
         bulk_insert_columns(
             connection, datasets.STAGED_CRM_TABLE, duplicate, constants={"snapshot_date": DAY}
         )
+
+
+class StopLoading(BaseException):
+    """Not an Exception, as KeyboardInterrupt is not."""
+
+
+@pytest.mark.parametrize("failure", [ValueError("chunk 2 is bad"), StopLoading("chunk 2 is bad")])
+def test_a_failure_producing_a_later_chunk_is_raised_as_it_is_and_nothing_is_loaded(
+    engine: sa.Engine, failure: BaseException
+) -> None:
+    """Chunks are loaded as they are produced (one COPY on PostgreSQL, whose driver would report an error of
+    the chunks' source as a cancelled COPY): the source's own exception reaches the caller, and the
+    transaction stores nothing of the chunks before it."""
+    from pipeline.sources.crm_columnar import table_of_companies
+    from pipeline.warehouse.sql import bulk_insert_columns
+
+    def chunks() -> Iterator[object]:
+        yield table_of_companies([CrmCompany("A", "first chunk", None, None, None)])
+        raise failure
+
+    with pytest.raises(type(failure), match="chunk 2 is bad"), engine.begin() as connection:
+        bulk_insert_columns(connection, datasets.STAGED_CRM_TABLE, chunks(), constants={"snapshot_date": DAY})
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql(
+            query(connection, "SELECT COUNT(*) FROM {stg}.crm_daily")
+        ).scalar()
+    assert stored == 0
