@@ -520,6 +520,8 @@ def _first_line(error: BaseException) -> str:
 # MySQL errors of a server or client that refuses LOAD DATA LOCAL: 1148 (older servers), 3948 (MySQL 8.0
 # with local_infile=OFF), 4166 (MariaDB with local_infile off on either side).
 LOCAL_INFILE_REFUSED = (1148, 3948, 4166)
+# Key of Connection.info (kept with the pooled DBAPI connection): this connection was refused LOCAL.
+_LOCAL_INFILE_REFUSED = "pipeline_local_infile_refused"
 # LOAD DATA reads exactly the COPY text format of _copy_text_value: fields split by TAB, rows by LF, "\N"
 # is NULL, backslash escapes. Hex literals, because '\t'-style literals change meaning (or fail with
 # error 1083) when the session has NO_BACKSLASH_ESCAPES.
@@ -542,20 +544,27 @@ def _load_data_file(
 
     LOCAL makes the server treat bad rows like IGNORE does, even in strict mode (it cannot stop the
     client's transfer half way): a duplicate key is skipped and a bad value stored as something else,
-    each with a warning. So any warning, or a row count other than the rows sent, fails the load."""
+    each with a warning. So any warning, or a row count other than the rows sent, fails the load.
+
+    A refusal is remembered on the connection: the other chunks of a load (and later loads on that
+    connection) go straight to INSERTs, with one warning rather than one a chunk."""
     cursor = connection.connection.cursor()
     try:
-        try:
-            cursor.execute(_LOAD_DATA.format(target=target, columns=quoted), (path,))
-        except connection.dialect.loaded_dbapi.Error as error:
-            if not error.args or error.args[0] not in LOCAL_INFILE_REFUSED:
-                raise
-            log.warning(
-                "the MySQL server refuses LOAD DATA LOCAL INFILE (%s): loading %s with batched INSERTs, "
-                "about 4x slower; set the server's local_infile = ON (docs/mysql.md)",
-                _first_line(error),
-                target,
-            )
+        refused = connection.info.get(_LOCAL_INFILE_REFUSED, False)
+        if not refused:
+            try:
+                cursor.execute(_LOAD_DATA.format(target=target, columns=quoted), (path,))
+            except connection.dialect.loaded_dbapi.Error as error:
+                if not error.args or error.args[0] not in LOCAL_INFILE_REFUSED:
+                    raise
+                log.warning(
+                    "the MySQL server refuses LOAD DATA LOCAL INFILE (%s): loading %s with batched "
+                    "INSERTs, about 4x slower; set the server's local_infile = ON (docs/mysql.md)",
+                    _first_line(error),
+                    target,
+                )
+                refused = connection.info[_LOCAL_INFILE_REFUSED] = True
+        if refused:
             rows = fallback_rows()
             cursor.executemany(
                 f"INSERT INTO {target} ({quoted}) VALUES ({', '.join('%s' for _ in rows[0])})", rows

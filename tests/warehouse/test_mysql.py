@@ -19,6 +19,7 @@ from conftest import MYSQL_ADMIN_URL, company, load_day, make_warehouse, query, 
 
 from pipeline import datasets
 from pipeline.redaction import SecretRedactingFilter
+from pipeline.sources import crm_columnar, crm_location
 from pipeline.warehouse import engine as warehouse_engine
 from pipeline.warehouse import staging
 from pipeline.warehouse.engine import (
@@ -366,6 +367,27 @@ def test_a_server_that_refuses_load_data_local_gets_batched_inserts(
         bulk_insert(
             connection, datasets.STAGED_USAGE_TABLE, datasets.STAGED_USAGE_COLUMNS, [(DAY, "A", 1, 1)] * 2
         )
+
+
+def test_a_refused_load_data_local_is_warned_about_once_for_a_file_loaded_in_chunks(
+    warehouse: WarehouseSettings, monkeypatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(warehouse_engine, "MYSQL_LOCAL_INFILE", False)
+    monkeypatch.setattr(crm_columnar, "CHUNK_BYTES", 200)  # a dozen chunks
+    source = tmp_path / f"crm_{DAY.isoformat()}.csv"
+    lines = [f"C{index:03d},Company {index},DE,saas,2026-10-01T08:00:00Z" for index in range(60)]
+    source.write_text("company_id,company_name,country,industry_tag,last_contact_at\n" + "\n".join(lines))
+    crm_location.land_snapshot(str(tmp_path / "crm_{date}.csv"), tmp_path / "data", DAY)
+    engine = open_warehouse(warehouse)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        staged = staging.stage_landed_crm(engine, DAY, tmp_path / "data")
+    assert (staged.rows, staged.reader) == (60, "columnar")
+    assert caplog.text.count("refuses LOAD DATA LOCAL INFILE") == 1
+    with engine.connect() as connection:
+        ids = connection.exec_driver_sql(
+            query(connection, "SELECT company_id FROM {stg}.crm_daily ORDER BY company_id")
+        ).scalars()
+        assert list(ids) == [f"C{index:03d}" for index in range(60)]
 
 
 def test_load_data_local_warnings_fail_the_load_and_name_them(warehouse: WarehouseSettings) -> None:
