@@ -191,7 +191,7 @@ def test_a_failure_half_way_through_a_partitioned_restage_rolls_back_whole(
 
 
 def test_an_unpartitioned_postgresql_warehouse_of_before_is_staged_the_same(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, small_chunks: None
 ) -> None:
     """A warehouse whose staged tables were created by the common DDL (before the partitioned variant)
     keeps them, and staging it gives the same rows."""
@@ -209,6 +209,17 @@ def test_an_unpartitioned_postgresql_warehouse_of_before_is_staged_the_same(
         with pytest.raises(BulkLoadError, match=r"into \S*product_usage_daily failed"):
             staging.stage_usage(engine, DAY, [("X", 1, 1), ("X", 2, 2)], "test", "u4")
         assert staged(engine) == EXPECTED_AFTER_THREE_LOADS
+        # A landed file streamed in chunks into the keyed table: a duplicate in a later chunk is refused
+        # by the key during the COPY and named by the precise parser; the day stays as it was.
+        duplicate = land_crm(tmp_path / "duplicate", DAY, [*many_companies(300), "C00007,Again,DE,saas,"])
+        with pytest.raises(CrmSnapshotError, match=r"row 301 \(line 302\), column 'company_id'"):
+            staging.stage_landed_crm(engine, DAY, duplicate)
+        assert staged(engine) == EXPECTED_AFTER_THREE_LOADS
+        result = staging.stage_landed_crm(engine, DAY, land_crm(tmp_path / "valid", DAY, many_companies(300)))
+        assert (result.rows, result.reader) == (300, "columnar")
+        assert [row[2] for row in staged(engine) if row[:2] == ("crm", "2026-11-01")] == [
+            f"C{index:05d}" for index in range(300)
+        ]
 
 
 class PausedStaging:
@@ -350,6 +361,7 @@ CRM_HEADER = "company_id,company_name,country,industry_tag,last_contact_at\r\n"
 
 def land_crm(tmp_path: Path, day: dt.date, lines: list[str]) -> Path:
     """The CRM file of ``day`` landed as FetchCrmSnapshot lands it; returns the data folder."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     source = tmp_path / f"crm_{day.isoformat()}.csv"
     source.write_bytes((CRM_HEADER + "".join(line + "\r\n" for line in lines)).encode("utf-8"))
     data_dir = tmp_path / "data"
