@@ -207,14 +207,18 @@ def _chunk_bounds(body: bytes, start: int, chunk_bytes: int) -> list[tuple[int, 
 
 def _chunk_table(body: bytes, start: int, end: int, width: int, required: list[int]) -> Any:
     """The columns of the whole lines ``body[start:end]``, every rule but unique ids checked."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     chunk = memoryview(body)[start:end]
-    if body.find(b'"', start, end) >= 0:
-        _check_lines_agree(chunk)
+    has_quotes = body.find(b'"', start, end) >= 0
+    has_extra_columns = width > len(required)
+    line_ends = _line_ends(chunk) if has_quotes or has_extra_columns else None
+    if has_quotes:
+        _check_lines_agree(chunk, line_ends)
     limit = csv.field_size_limit()
-    if width > len(required) and _longest_line(chunk) >= limit:
+    if has_extra_columns and int(np.diff(line_ends, prepend=0).max()) >= limit:
         # The columns not read (extra ones) are not measured below; a line this long may hold a field
         # the csv module refuses. Characters are never more than bytes, so shorter lines cannot.
         raise NotProvable(f"a line of a file with extra columns reaches the csv field size limit ({limit})")
@@ -238,35 +242,34 @@ def _chunk_table(body: bytes, start: int, end: int, width: int, required: list[i
     return pa.table({name: values[name] for name in TABLE_COLUMNS})
 
 
-def _check_lines_agree(chunk: memoryview) -> None:
+def _line_ends(chunk: memoryview) -> Any:
+    """Where each line of ``chunk`` ends (a numpy array of offsets): after its line feed, or at the end of
+    the chunk for a last line without one."""
+    import numpy as np
+
+    line_ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord("\n")) + 1
+    if not len(line_ends) or line_ends[-1] != len(chunk):
+        line_ends = np.append(line_ends, len(chunk))
+    return line_ends
+
+
+def _check_lines_agree(chunk: memoryview, line_ends: Any) -> None:
     """Every line with a quote is made of fields that Python's strict csv reader and pyarrow read alike."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    data = np.frombuffer(chunk, dtype=np.uint8)
-    line_ends = np.flatnonzero(data == ord("\n")) + 1
-    if not len(line_ends) or line_ends[-1] != len(data):  # the last line has no line feed
-        line_ends = np.append(line_ends, len(data))
     offsets = np.concatenate(([0], line_ends)).astype(np.int32)
     lines = pa.BinaryArray.from_buffers(
         pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(chunk)]
     )
     # The line of each quote (the first line end after it), each line once: only those lines are matched.
-    with_quotes = np.searchsorted(line_ends, np.flatnonzero(data == ord('"')), side="right")
+    quotes = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord('"'))
+    with_quotes = np.searchsorted(line_ends, quotes, side="right")
     with_quotes = with_quotes[np.concatenate(([True], with_quotes[1:] != with_quotes[:-1]))]
     quoted = lines.take(pa.array(with_quotes))
     if not pc.all(pc.match_substring_regex(quoted, _AGREED_LINE_WITH_END)).as_py():
         raise NotProvable("a line with quotes that are not whole quoted fields (or a quoted line break)")
-
-
-def _longest_line(chunk: memoryview) -> int:
-    """The length in bytes of the longest line of ``chunk``, its line end included."""
-    import numpy as np
-
-    line_ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == ord("\n")) + 1
-    last_line = len(chunk) - (int(line_ends[-1]) if len(line_ends) else 0)  # without a line feed
-    return int(np.diff(line_ends, prepend=0).max(initial=last_line))
 
 
 def _all_text(names: list[str], include: list[str] | None = None) -> Any:
