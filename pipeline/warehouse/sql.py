@@ -284,7 +284,7 @@ def bulk_insert_columns(
     the columns. PostgreSQL: COPY in the binary format where every column has an exact encoding for its
     column's type (:mod:`pg_binary_copy`; the staged tables' columns do), else in the text format (the
     text :func:`_copy_text_value` writes). MySQL: LOAD DATA LOCAL of that text. SQLite: ``executemany``
-    in slices of :data:`SQLITE_SLICE_ROWS` rows.
+    of multi-row INSERTs in slices of :data:`SQLITE_SLICE_ROWS` rows.
     ``columns`` may also be an iterable of tables with the same columns (a file read chunk by chunk): the
     next ones are produced in a background thread while the database loads the current one
     (:mod:`prefetch`), one COPY on PostgreSQL, one LOAD DATA or ``executemany`` per table elsewhere. An
@@ -342,8 +342,10 @@ def refused_bulk_load(target: str, count: int, error: BaseException) -> BulkLoad
     )
 
 
-# SQLite has no bulk path: executemany of this many rows at a time keeps memory flat.
+# SQLite has no bulk path: executemany of this many rows at a time keeps memory flat,
 SQLITE_SLICE_ROWS = 50_000
+# with this many rows per INSERT (well within SQLite's 32,766 bound parameters of a statement).
+SQLITE_ROWS_PER_INSERT = 64
 # A bulk load's payload is built this many rows at a time: memory stays flat, and a slice stays far below
 # the 2 GiB a pyarrow string or binary array can hold.
 PAYLOAD_SLICE_ROWS = 250_000
@@ -494,22 +496,50 @@ def _load_data_payload(
 def _executemany_columns(
     connection: Connection, target: str, quoted: str, columns: Any, constants: dict[str, Any]
 ) -> None:
+    """SQLite's load: ``executemany`` of an INSERT of :data:`SQLITE_ROWS_PER_INSERT` rows at a time (half
+    the cost of one row per INSERT: the per-statement step, not the binding, is what a row pays), the
+    constants bound once per statement, in slices of :data:`SQLITE_SLICE_ROWS` rows."""
     import pyarrow as pa
 
     leading = [_sqlite_value(value) for value in constants.values()]
-    placeholders = ", ".join("?" for _ in range(len(leading) + columns.num_columns))
-    statement = f"INSERT INTO {target} ({quoted}) VALUES ({placeholders})"
+    width = columns.num_columns
     keep = [pa.types.is_integer(field.type) or pa.types.is_boolean(field.type) for field in columns.schema]
-    for start in range(0, columns.num_rows, SQLITE_SLICE_ROWS):
-        piece = columns.slice(start, SQLITE_SLICE_ROWS)
-        texts = _text_columns(piece)
-        values = [
-            piece.column(index).to_pylist() if keep[index] else texts[index].to_pylist()
-            for index in range(piece.num_columns)
-        ]
-        if leading:
-            values = [[value] * piece.num_rows for value in leading] + values
-        connection.exec_driver_sql(statement, list(zip(*values, strict=True)))
+    cursor = connection.connection.cursor()
+    try:
+        for start in range(0, columns.num_rows, SQLITE_SLICE_ROWS):
+            piece = columns.slice(start, SQLITE_SLICE_ROWS)
+            texts = _text_columns(piece)
+            flat: list[Any] = [None] * (piece.num_rows * width)  # row after row, as the VALUES bind them
+            for index in range(width):
+                flat[index::width] = (
+                    piece.column(index).to_pylist() if keep[index] else texts[index].to_pylist()
+                )
+            per_insert = SQLITE_ROWS_PER_INSERT * width
+            whole = len(flat) - len(flat) % per_insert
+            statement = _multi_row_insert(target, quoted, len(leading), width, SQLITE_ROWS_PER_INSERT)
+            cursor.executemany(
+                statement, ([*leading, *flat[at : at + per_insert]] for at in range(0, whole, per_insert))
+            )
+            if whole < len(flat):
+                rest = (len(flat) - whole) // width
+                cursor.execute(
+                    _multi_row_insert(target, quoted, len(leading), width, rest), [*leading, *flat[whole:]]
+                )
+    finally:
+        cursor.close()
+
+
+def _multi_row_insert(target: str, quoted: str, constants: int, width: int, rows: int) -> str:
+    """``INSERT INTO target (columns) VALUES (...), (...)`` of ``rows`` rows of ``constants`` values bound
+    once (?1 .. ?constants) and ``width`` values of their own."""
+    shared = [f"?{number}" for number in range(1, constants + 1)]
+    groups = (
+        "("
+        + ", ".join([*shared, *(f"?{constants + row * width + column}" for column in range(1, width + 1))])
+        + ")"
+        for row in range(rows)
+    )
+    return f"INSERT INTO {target} ({quoted}) VALUES {', '.join(groups)}"
 
 
 def _first_line(error: BaseException) -> str:

@@ -334,6 +334,48 @@ def test_bulk_loads_store_every_value_as_given_in_slices_of_copy_text(
         ]
 
 
+def test_a_bulk_load_of_many_rows_per_insert_puts_every_value_in_its_own_row_and_column(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite binds many rows per INSERT, the date once per statement: slices of 150 rows are two whole
+    statements of 64 rows and one of 22; a value bound one place off would land in another row."""
+    import pyarrow as pa
+
+    from pipeline.warehouse import sql
+    from pipeline.warehouse.sql import bulk_insert_columns, normalise_value
+
+    monkeypatch.setattr(sql, "SQLITE_SLICE_ROWS", 150)
+    monkeypatch.setattr(sql, "SQLITE_ROWS_PER_INSERT", 64)
+    count = 317  # two slices of 150 and one of 17: fewer rows than one statement holds
+    ids = [f"C{index:04d}" for index in range(count)]
+    usage = pa.table(
+        {
+            "company_id": ids,
+            "active_users": pa.array(range(count), pa.int64()),
+            "events": pa.array([index * 7 + 3 for index in range(count)], pa.int64()),
+        }
+    )
+    with engine.begin() as connection:
+        stored = bulk_insert_columns(
+            connection, datasets.STAGED_USAGE_TABLE, usage, constants={"activity_date": DAY}
+        )
+    assert stored == count
+    with engine.connect() as connection:
+        staged = [
+            tuple(row)
+            for row in connection.exec_driver_sql(
+                query(
+                    connection,
+                    "SELECT activity_date, company_id, active_users, events FROM {stg}.product_usage_daily "
+                    "ORDER BY company_id",
+                )
+            )
+        ]
+    assert [(normalise_value(day), *rest) for day, *rest in staged] == [
+        (DAY.isoformat(), company_id, index, index * 7 + 3) for index, company_id in enumerate(ids)
+    ]
+
+
 def test_a_columnar_bulk_load_that_the_table_refuses_fails_whole(engine: sa.Engine) -> None:
     from pipeline.sources.crm_columnar import table_of_companies
     from pipeline.warehouse.sql import bulk_insert_columns
