@@ -1,8 +1,9 @@
 """The usage pages of a day, landed raw: fetch, resume after a crash, replay without the API.
 
-Every page is written atomically with its cursor as ``page-00001.json`` + ``page-00001.meta.json`` before
-the next is asked for; the manifest (page count, row count, checksums) is written last and never for a
-partial day. A killed fetch resumes after the last landed page; staging replays the landed pages.
+Every page is written atomically with its cursor as ``page-00001.json`` + ``page-00001.meta.json``, in
+order (the next page is asked for while one is landed and checked; nothing is landed after a bad page);
+the manifest (page count, row count, checksums) is written last and never for a partial day. A killed
+fetch resumes after the last landed page; staging replays the landed pages.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline import clock, files
 from pipeline.datasets import USAGE
+from pipeline.prefetch import Prefetched
 from pipeline.sources import landing
 from pipeline.sources.product_api import (
     LandingIntegrityError,
@@ -24,9 +27,12 @@ from pipeline.sources.product_api import (
     UsagePageError,
 )
 from pipeline.sources.usage_pages import (
+    DecodedPage,
     DuplicateTracker,
     UsageColumns,
     UsagePage,
+    checked_usage_page,
+    decode_usage_page,
     parse_usage_page,
     parse_usage_page_columns,
     usage_schema,
@@ -81,27 +87,27 @@ def fetch_day(
     if pages_meta and cursor is None:
         pass  # every page was landed before the interruption; only the manifest is missing
     else:
-        number = len(pages_meta)
-        while True:
-            number += 1
-            raw = client.get_usage_page(day, cursor, number)
-            meta = _land_page(directory, number, raw, cursor)
-            page = parse_usage_page(raw, day, number, directory / meta["file"])
-            tracker.add(page)
-            pages_meta.append(meta)
-            rows += len(page.rows)
-            client.stats.pages_fetched += 1
-            if progress:
-                progress(len(pages_meta), rows)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-            if cursor in cursors_used:
-                raise UsagePageError(
-                    f"usage page {number} of {day.isoformat()} ({directory / meta['file']}): its next_cursor "
-                    "was already followed on an earlier page; the API is paginating in a loop"
-                )
-            cursors_used.add(cursor)
+        pages = _fetched_pages(client, day, directory, cursor, len(pages_meta) + 1, cursors_used)
+        # The API builds the next page while this one is landed and checked. A request in flight when a
+        # page fails is not waited for: it may retry for minutes, and its page would be dropped anyway.
+        with Prefetched(pages, name="usage-fetch", wait_on_close=False) as fetched:
+            for fetched_page in fetched:
+                number = fetched_page.number
+                meta = _land_page(directory, number, fetched_page.raw, fetched_page.cursor)
+                if fetched_page.decoded is None:
+                    raise fetched_page.error or AssertionError("a page without its decoding")
+                page = checked_usage_page(fetched_page.decoded)
+                tracker.add(page)
+                pages_meta.append(meta)
+                rows += len(page.rows)
+                client.stats.pages_fetched += 1
+                if progress:
+                    progress(len(pages_meta), rows)
+                if fetched_page.loops:
+                    raise UsagePageError(
+                        f"usage page {number} of {day.isoformat()} ({directory / meta['file']}): its "
+                        "next_cursor was already followed on an earlier page; the API is paginating in a loop"
+                    )
     client.stats.rows = rows
     manifest = {
         "dataset": USAGE,
@@ -119,6 +125,46 @@ def fetch_day(
         )
     files.write_json_atomic(directory / landing.MANIFEST_NAME, manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class _FetchedPage:
+    """A page as the API sent it, with its JSON decoded, or the error that decoding it raised."""
+
+    number: int
+    cursor: str | None  # the cursor it was asked for with
+    raw: bytes
+    decoded: DecodedPage | None
+    error: UsagePageError | None = None
+    loops: bool = False  # its next_cursor was followed before: the last page asked for
+
+
+def _fetched_pages(
+    client: ProductApiClient,
+    day: dt.date,
+    directory: Path,
+    cursor: str | None,
+    number: int,
+    cursors_used: set[str | None],
+) -> Iterator[_FetchedPage]:
+    """The pages of ``day`` from page ``number`` (asked for with ``cursor``) to the last, in order, each
+    asked for once the one before is decoded. Ends after a page that is not valid JSON or whose
+    next_cursor loops: the caller lands it before it raises."""
+    followed = set(cursors_used)
+    while True:
+        raw = client.get_usage_page(day, cursor, number)
+        try:
+            decoded = decode_usage_page(raw, day, number, directory / PAGE_NAME.format(number=number))
+        except UsagePageError as error:
+            yield _FetchedPage(number, cursor, raw, None, error)
+            return
+        following = decoded.next_cursor
+        loops = following is not None and following in followed
+        yield _FetchedPage(number, cursor, raw, decoded, loops=loops)
+        if following is None or loops:
+            return
+        followed.add(following)
+        cursor, number = following, number + 1
 
 
 def _remove_partial_writes(directory: Path) -> None:

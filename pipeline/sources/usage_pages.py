@@ -109,8 +109,24 @@ def _columns_when_provably_equal(raw: bytes, day: dt.date, number: int) -> Usage
     return UsageColumns(number, pa.RecordBatch.from_arrays(columns, schema=schema), next_cursor or None)
 
 
+@dataclass(frozen=True)
+class DecodedPage:
+    """A page's JSON, its envelope checked (:func:`decode_usage_page`); its rows not yet checked."""
+
+    number: int
+    data: list[Any]
+    next_cursor: str | None
+    where: str  # "usage page N of D (path)", the start of every error about it
+
+
 def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = None) -> UsagePage:
     """Validate one page: JSON, the day asked for, ``data`` a list of well-typed rows, a cursor."""
+    return checked_usage_page(decode_usage_page(raw, day, number, path))
+
+
+def decode_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = None) -> DecodedPage:
+    """The first half of :func:`parse_usage_page`: the JSON and its envelope (an object, the day asked
+    for, ``data`` a list, ``next_cursor`` a string or null): enough to ask for the next page."""
     where = f"usage page {number} of {day.isoformat()}" + (f" ({path})" if path else "")
     try:
         body = json.loads(raw)
@@ -128,9 +144,15 @@ def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = 
     next_cursor = body.get("next_cursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise UsagePageError(f"{where}: 'next_cursor' must be a string or null")
+    return DecodedPage(number, data, next_cursor or None, where)
+
+
+def checked_usage_page(page: DecodedPage) -> UsagePage:
+    """The second half of :func:`parse_usage_page`: every row of a decoded page checked."""
+    where = page.where
     rows: list[tuple[str, int, int]] = []
     append = rows.append
-    for index, item in enumerate(data, start=1):
+    for index, item in enumerate(page.data, start=1):
         # The common case, checked inline (a day can hold a million rows); anything unusual goes through
         # _usage_row, which applies the same rules and words the error.
         if type(item) is dict and len(item) == 3:
@@ -147,7 +169,7 @@ def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = 
                 append((company_id, users, events))
                 continue
         append(_usage_row(item, f"{where}, row {index}"))
-    return UsagePage(number=number, rows=rows, next_cursor=next_cursor or None)
+    return UsagePage(number=page.number, rows=rows, next_cursor=page.next_cursor)
 
 
 def _usage_row(item: Any, where: str) -> tuple[str, int, int]:

@@ -39,8 +39,8 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from pipeline import project
+from pipeline.prefetch import Prefetched
 from pipeline.warehouse import pg_binary_copy
-from pipeline.warehouse.prefetch import Prefetched
 
 log = logging.getLogger("pipeline")
 

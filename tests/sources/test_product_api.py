@@ -313,6 +313,8 @@ def test_schema_drift_fails_naming_the_page_and_the_first_offending_row(tmp_path
         "unexpected field(s) activeUsers (schema drift?)"
     )
     assert b'"activeUsers"' in raw.read_bytes()
+    # The page after it may have been asked for while it was checked, but nothing after it lands.
+    assert len(list(day_dir(tmp_path).glob("page-?????.meta.json"))) == page
     assert not (day_dir(tmp_path) / landing.MANIFEST_NAME).exists()
 
 
@@ -469,6 +471,26 @@ def test_progress_reports_pages_and_rows(tmp_path: Path) -> None:
     rows = len(expected_rows())
     assert calls == [(page, min(page * PAGE, rows)) for page in range(1, pages_of() + 1)]
     assert calls[-1] == (manifest["page_count"], manifest["row_count"])
+
+
+def test_the_next_page_is_asked_for_while_the_current_one_is_landed_and_checked(tmp_path: Path) -> None:
+    """The API builds page 2 while page 1 is landed and checked: page 1's progress (called once it is
+    landed and checked) sees page 2 served without asking for it. A fetch that asked for page 2 only after
+    page 1 would wait here in vain."""
+    served_during_page_1: list[int] = []
+    with simulator() as sim:
+
+        def progress(pages: int, _rows: int) -> None:
+            if pages == 1:
+                deadline = time.monotonic() + 10
+                while sim.stats()["pages_served"] < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                served_during_page_1.append(sim.stats()["pages_served"])
+
+        manifest = fetch_day(client_for(sim), DAY, tmp_path, progress=progress)
+    assert served_during_page_1 and served_during_page_1[0] >= 2
+    assert manifest["page_count"] == pages_of()
+    assert read_landed_usage(tmp_path, DAY)[1] == expected_rows()
 
 
 # -- landing, kill -9 and resume, replay ---------------------------------------------------------------------
