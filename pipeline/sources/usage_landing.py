@@ -94,8 +94,8 @@ def fetch_day(
             for fetched_page in fetched:
                 number = fetched_page.number
                 meta = _land_page(directory, number, fetched_page.raw, fetched_page.cursor)
-                if fetched_page.decoded is None:
-                    raise fetched_page.error or AssertionError("a page without its decoding")
+                if isinstance(fetched_page.decoded, UsagePageError):
+                    raise fetched_page.decoded  # landed first: the raw page is kept for inspection
                 page = checked_usage_page(fetched_page.decoded)
                 tracker.add(page)
                 pages_meta.append(meta)
@@ -134,8 +134,7 @@ class _FetchedPage:
     number: int
     cursor: str | None  # the cursor it was asked for with
     raw: bytes
-    decoded: DecodedPage | None
-    error: UsagePageError | None = None
+    decoded: DecodedPage | UsagePageError
     loops: bool = False  # its next_cursor was followed before: the last page asked for
 
 
@@ -156,7 +155,7 @@ def _fetched_pages(
         try:
             decoded = decode_usage_page(raw, day, number, directory / PAGE_NAME.format(number=number))
         except UsagePageError as error:
-            yield _FetchedPage(number, cursor, raw, None, error)
+            yield _FetchedPage(number, cursor, raw, error)
             return
         following = decoded.next_cursor
         loops = following is not None and following in followed
