@@ -504,6 +504,8 @@ def _executemany_columns(
     leading = [_sqlite_value(value) for value in constants.values()]
     width = columns.num_columns
     keep = [pa.types.is_integer(field.type) or pa.types.is_boolean(field.type) for field in columns.schema]
+    per_insert = SQLITE_ROWS_PER_INSERT * width
+    statement = _multi_row_insert(target, quoted, len(leading), width, SQLITE_ROWS_PER_INSERT)
     cursor = connection.connection.cursor()
     try:
         for start in range(0, columns.num_rows, SQLITE_SLICE_ROWS):
@@ -514,9 +516,7 @@ def _executemany_columns(
                 flat[index::width] = (
                     piece.column(index).to_pylist() if keep[index] else texts[index].to_pylist()
                 )
-            per_insert = SQLITE_ROWS_PER_INSERT * width
             whole = len(flat) - len(flat) % per_insert
-            statement = _multi_row_insert(target, quoted, len(leading), width, SQLITE_ROWS_PER_INSERT)
             cursor.executemany(
                 statement, ([*leading, *flat[at : at + per_insert]] for at in range(0, whole, per_insert))
             )
