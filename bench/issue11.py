@@ -874,20 +874,21 @@ def generate_history(pg: Warehouse, companies: int, staged_days: int, merged_day
         run = connection.exec_driver_sql
         run("SET LOCAL work_mem = '256MB'")  # the window sort of years of rows stays in memory
         if staged_days:
+            # Company numbers are bigint: the usage pattern's i * 7919 passes 2^31 from 271,000 companies.
             run(
                 f"""INSERT INTO {stg}.crm_daily
                 SELECT %(first)s::date + d, 'C' || lpad(i::text, 7, '0'), 'Company ' || i,
                        (ARRAY['DE','US','FR','GB','NL'])[1 + i %% 5],
                        (ARRAY['saas','retail','fintech'])[1 + i %% 3],
                        %(first)s::date + d - (i %% 40) * interval '1 day'
-                FROM generate_series(0, %(days)s - 1) AS d, generate_series(1, %(n)s) AS i""",
+                FROM generate_series(0, %(days)s - 1) AS d, generate_series(1::bigint, %(n)s) AS i""",
                 params,
             )
             run(
                 f"""INSERT INTO {stg}.product_usage_daily
                 SELECT %(first)s::date + d, 'C' || lpad(i::text, 7, '0'),
                        1 + (i * 31 + d * 17) %% 250, (1 + (i * 31 + d * 17) %% 250) * (1 + (i + d) %% 40)
-                FROM generate_series(0, %(days)s - 1) AS d, generate_series(1, %(n)s) AS i
+                FROM generate_series(0, %(days)s - 1) AS d, generate_series(1::bigint, %(n)s) AS i
                 WHERE i %% 97 <> 0 AND (i * 7919 + d * 104729) %% 10 < 7""",
                 params,
             )

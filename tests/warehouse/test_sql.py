@@ -415,3 +415,40 @@ def test_a_failure_producing_a_later_chunk_is_raised_as_it_is_and_nothing_is_loa
             query(connection, "SELECT COUNT(*) FROM {stg}.crm_daily")
         ).scalar()
     assert stored == 0
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_a_later_chunk_without_an_exact_binary_encoding_fails_the_copy_by_name_and_loads_nothing(
+    engine: sa.Engine,
+) -> None:
+    """The first chunk's values fit the usage table's INTEGER columns; the second's do not (a count past
+    2^31 - 1). Its encoding, in the load's thread, fails the one COPY with the reason, and the
+    transaction stores nothing of the first chunk."""
+    import pyarrow as pa
+
+    from pipeline.warehouse.sql import bulk_insert_columns
+
+    def chunk(active_users: int) -> pa.Table:
+        return pa.table(
+            {
+                "company_id": pa.array(["A"], pa.string()),
+                "active_users": pa.array([active_users], pa.int64()),
+                "events": pa.array([1], pa.int64()),
+            }
+        )
+
+    with (
+        pytest.raises(BulkLoadError, match="a later chunk's values have no exact binary encoding"),
+        engine.begin() as connection,
+    ):
+        bulk_insert_columns(
+            connection,
+            datasets.STAGED_USAGE_TABLE,
+            iter([chunk(7), chunk(2**31)]),
+            constants={"activity_date": DAY},
+        )
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql(
+            query(connection, "SELECT COUNT(*) FROM {stg}.product_usage_daily")
+        ).scalar()
+    assert stored == 0
