@@ -14,8 +14,8 @@ Data: CRM files and the simulated API of devtools/, or the peer's own generator 
    ``--peer-dir`` or ``PEER_DIR``; its ``dlt_dbt/run.sh``, the command its ``side_by_side.sh`` runs) on
    the same data, wall time and peak RSS, and whether both tables hold the same rows; ours on SQLite.
 2. One day at 1,000,000 companies end to end on PostgreSQL, report off and on: wall time, peak RSS,
-   seconds per stage beside floors (``psql \\copy`` of the CRM file, a bare ``requests`` loop over the
-   API pages, an ``INSERT ... SELECT`` of the merged day).
+   seconds per stage beside floors (``psql \\copy`` of the CRM file and of the day's usage rows as CSV, a
+   bare ``requests`` loop over the API pages, an ``INSERT ... SELECT`` of the merged day).
 3. CRM load (land + parse + stage: ``FetchCrmSnapshot`` + ``StageCrm``) against ``psql \\copy``,
    ``sqlite3 .import`` and ``mariadb`` ``LOAD DATA`` of the same file, at 100,000 and 1,000,000 companies.
 4. The merge of a day (100,000 companies, six days of history) against an ``INSERT ... SELECT`` of as
@@ -686,6 +686,7 @@ def goals_2_6_8(bench: Bench, goals: set[int]) -> None:
                 "FetchCrmSnapshot": None,
                 "StageCrm": ("psql \\copy of the CRM file", floors["copy"]),
                 "FetchProductUsage": ("bare requests loop over the pages", floors["fetch"]),
+                "StageProductUsage": ("psql \\copy of the same rows (CSV)", floors["copy_usage"]),
                 "MergeDay": ("INSERT ... SELECT of the day", floors["insert"]),
                 "ValidateCrm": ("psql \\copy (SELECT ...) TO /dev/null", floors["read_crm"]),
                 "ValidateProductUsage": ("psql \\copy (SELECT ...) TO /dev/null", floors["read_usage"]),
@@ -713,9 +714,27 @@ def million_floors(
     floors = {"copy": bench_load.psql_copy(pg.admin_url, pg.database, crm_dir / f"crm_{day.isoformat()}.csv")}
     floors["fetch"], _ = bare_fetch(base_url, day)
     floors["insert"] = insert_select_floor(pg, day)
+    floors["copy_usage"] = usage_copy_floor(bench, pg, day)
     floors["read_crm"] = psql_read_floor(pg, "staging/select_staged_crm_day", snapshot_date=day)
     floors["read_usage"] = psql_read_floor(pg, "staging/select_staged_usage_day", activity_date=day)
     return floors
+
+
+def usage_copy_floor(bench: Bench, pg: Warehouse, day: dt.date) -> float:
+    """Staging the day's usage rows at the database's own speed: ``psql \\copy`` of those rows, exported
+    from the staged table as a CSV file first, into a bare table."""
+    path = bench.work / f"usage_{day.isoformat()}.csv"
+    query = literal_sql(pg, "staging/select_staged_usage_day", activity_date=day)
+    psql = ["psql", pg.psql_target, "-q", "-c"]
+    subprocess.run([*psql, f"\\copy ({query}) TO '{path}' WITH (FORMAT csv)"], check=True)
+    columns = "company_id VARCHAR(64), active_users INTEGER, events INTEGER"
+    subprocess.run([*psql, f"CREATE TABLE public.bench_usage_copy ({columns})"], check=True)
+    started = time.perf_counter()
+    subprocess.run([*psql, f"\\copy public.bench_usage_copy FROM '{path}' WITH (FORMAT csv)"], check=True)
+    seconds = time.perf_counter() - started
+    subprocess.run([*psql, "DROP TABLE public.bench_usage_copy"], check=True)
+    path.unlink()
+    return seconds
 
 
 def insert_select_floor(pg: Warehouse, day: dt.date, last: dt.date | None = None) -> float:
