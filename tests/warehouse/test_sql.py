@@ -422,8 +422,8 @@ def test_a_later_chunk_without_an_exact_binary_encoding_fails_the_copy_by_name_a
     engine: sa.Engine,
 ) -> None:
     """The first chunk's values fit the usage table's INTEGER columns; the second's do not (a count past
-    2^31 - 1). Its encoding, in the load's thread, fails the one COPY with the reason, and the
-    transaction stores nothing of the first chunk."""
+    2^31 - 1). Its encoding, half way through the one COPY, fails the COPY with the reason (not a wrapped
+    value), and the transaction stores nothing of the first chunk."""
     import pyarrow as pa
 
     from pipeline.warehouse.sql import bulk_insert_columns
