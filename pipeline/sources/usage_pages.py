@@ -208,20 +208,27 @@ class DuplicateTracker:
 
     def __init__(self, day: dt.date) -> None:
         self.day = day
-        self.page_of: dict[str, int] = {}
+        self._seen: set[str] = set()
+        self._pages: list[tuple[int, list[str]]] = []  # each page's ids: the first page of a twin
 
     def add(self, page: UsagePage) -> None:
         ids = [row[0] for row in page.rows]
-        if len(set(ids)) == len(ids) and self.page_of.keys().isdisjoint(ids):
-            self.page_of.update(dict.fromkeys(ids, page.number))  # the common case, at C speed
+        unique = set(ids)
+        if len(unique) == len(ids) and self._seen.isdisjoint(unique):
+            self._seen |= unique  # the common case, at C speed
+            self._pages.append((page.number, ids))
             return
+        on_this_page: set[str] = set()
         for company_id in ids:
-            first = self.page_of.get(company_id)
-            if first is not None:
-                pages = f"page {first}" if first == page.number else f"page {first} and page {page.number}"
-                raise UsagePageError(
-                    f"usage for {self.day.isoformat()}: company_id {company_id!r} appears twice "
-                    f"(in {pages}); "
-                    "refusing to double count"
-                )
-            self.page_of[company_id] = page.number
+            if company_id in self._seen:
+                first = next(number for number, earlier in self._pages if company_id in earlier)
+                raise self._twin(company_id, f"page {first} and page {page.number}")
+            if company_id in on_this_page:
+                raise self._twin(company_id, f"page {page.number}")
+            on_this_page.add(company_id)
+
+    def _twin(self, company_id: str, pages: str) -> UsagePageError:
+        return UsagePageError(
+            f"usage for {self.day.isoformat()}: company_id {company_id!r} appears twice (in {pages}); "
+            "refusing to double count"
+        )

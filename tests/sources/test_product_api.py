@@ -346,6 +346,37 @@ def test_a_landing_edited_into_holding_a_company_twice_is_refused_on_replay(tmp_
         read_landed_usage_table(tmp_path, DAY)
 
 
+def test_a_twin_is_named_with_the_page_where_its_id_first_appeared() -> None:
+    def usage_page(number: int, *ids: str) -> object:
+        rows = ",".join(
+            f'{{"company_id": "{company_id}", "active_users": 1, "events": 1}}' for company_id in ids
+        )
+        return parse_usage_page(f'{{"data": [{rows}], "next_cursor": null}}'.encode(), DAY, number)
+
+    def first_twin(*pages: object) -> str:
+        tracker = DuplicateTracker(DAY)
+        with pytest.raises(UsagePageError) as error:
+            for page in pages:
+                tracker.add(page)
+        return str(error.value)
+
+    earlier = [usage_page(1, "A", "B"), usage_page(2, "C", "D")]
+    # The first repeated id in page order is named, with the page it was first seen on.
+    assert "company_id 'B' appears twice (in page 1 and page 3)" in first_twin(
+        *earlier, usage_page(3, "E", "B", "C")
+    )
+    assert "company_id 'D' appears twice (in page 2 and page 3)" in first_twin(
+        *earlier, usage_page(3, "D", "A")
+    )
+    assert "company_id 'E' appears twice (in page 3)" in first_twin(*earlier, usage_page(3, "E", "F", "E"))
+    # A page without twins is taken whole, and the next pages are checked against it.
+    tracker = DuplicateTracker(DAY)
+    for page in (*earlier, usage_page(3, "E")):
+        tracker.add(page)
+    with pytest.raises(UsagePageError, match=r"'E' appears twice \(in page 3 and page 4\)"):
+        tracker.add(usage_page(4, "F", "E"))
+
+
 def test_company_ids_are_trimmed_like_the_crms_and_a_padded_twin_is_a_duplicate() -> None:
     # A padded id must not be a company of its own on PostgreSQL and SQLite while MySQL's PAD SPACE
     # collation matches it with the trimmed one: trimmed on parsing, as the CRM snapshot's ids are.
