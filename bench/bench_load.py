@@ -83,15 +83,23 @@ BASELINE_TABLE = (
 )
 
 
-def psql_copy(admin_url: str, database: str, csv_path: Path) -> float:
+def psql_copy(
+    admin_url: str,
+    database: str,
+    csv_path: Path,
+    *,
+    table: str = "bench_copy",
+    columns: str = BASELINE_TABLE,
+) -> float:
+    """Seconds of ``psql``'s ``\\copy`` of ``csv_path`` (with its header line) into a new bare ``table``."""
     url = sa.make_url(admin_url).set(database=database)
     target = (
         f"postgresql://{url.username or 'postgres'}@{url.host or '127.0.0.1'}:{url.port or 5432}/{database}"
     )
-    subprocess.run(["psql", target, "-q", "-c", f"CREATE TABLE bench_copy ({BASELINE_TABLE})"], check=True)
+    subprocess.run(["psql", target, "-q", "-c", f"CREATE TABLE {table} ({columns})"], check=True)
     started = time.perf_counter()
     subprocess.run(
-        ["psql", target, "-q", "-c", f"\\copy bench_copy FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"],
+        ["psql", target, "-q", "-c", f"\\copy {table} FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"],
         check=True,
     )
     return time.perf_counter() - started

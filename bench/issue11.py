@@ -725,14 +725,17 @@ def usage_copy_floor(bench: Bench, pg: Warehouse, day: dt.date) -> float:
     from the staged table as a CSV file first, into a bare table."""
     path = bench.work / f"usage_{day.isoformat()}.csv"
     query = literal_sql(pg, "staging/select_staged_usage_day", activity_date=day)
-    psql = ["psql", pg.psql_target, "-q", "-c"]
-    subprocess.run([*psql, f"\\copy ({query}) TO '{path}' WITH (FORMAT csv)"], check=True)
-    columns = "company_id VARCHAR(64), active_users INTEGER, events INTEGER"
-    subprocess.run([*psql, f"CREATE TABLE public.bench_usage_copy ({columns})"], check=True)
-    started = time.perf_counter()
-    subprocess.run([*psql, f"\\copy public.bench_usage_copy FROM '{path}' WITH (FORMAT csv)"], check=True)
-    seconds = time.perf_counter() - started
-    subprocess.run([*psql, "DROP TABLE public.bench_usage_copy"], check=True)
+    subprocess.run(
+        ["psql", pg.psql_target, "-q", "-c", f"\\copy ({query}) TO '{path}' WITH (FORMAT csv, HEADER true)"],
+        check=True,
+    )
+    seconds = bench_load.psql_copy(
+        pg.admin_url,
+        pg.database,
+        path,
+        table="bench_usage_copy",
+        columns="company_id VARCHAR(64), active_users INTEGER, events INTEGER",
+    )
     path.unlink()
     return seconds
 
