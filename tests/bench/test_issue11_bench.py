@@ -61,7 +61,10 @@ def test_quick_run_of_goals_3_4_5_prints_each_figure_beside_its_baseline() -> No
     figures = [match.groupdict() for line in table.splitlines() if (match := FIGURE_ROW.match(line))]
     goals = [row["goal"] for row in figures]
     assert goals.count("3") == 2, table  # SQLite and PostgreSQL, beside .import and \copy
-    assert goals.count("4") == 2 and goals.count("5") == 1, table  # a day; a late day (D+1 .. D+6)
+    assert goals.count("4") == 4 and goals.count("5") == 1, table  # a day; a late day (D+1 .. D+6)
+    # Each merge of goal 4 is followed by the least any merge pays, against the same floor.
+    merges = [row for row in figures if row["goal"] == "4"]
+    assert [row["figure"].startswith("  least any") for row in merges] == [False, True, False, True], table
     assert any("sqlite" in row["figure"] for row in figures) and any(
         "postgresql" in row["figure"] for row in figures
     )
