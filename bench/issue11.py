@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -1250,6 +1251,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["sqlite", "postgresql", "mariadb"],
         help="goal 3's backends",
     )
+    parser.add_argument(
+        "--merge-companies",
+        type=int,
+        help="goal 4's companies (default 100,000; a million shows how the ratios grow with the day)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working folder (logs, data)")
     parser.add_argument(
         "--workers", type=int, default=2, help="luigi --workers of goals 1, 2 and 7's runs (default 2)"
@@ -1285,6 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
     global LUIGI_WORKERS
     LUIGI_WORKERS = args.workers
     sizes = QUICK if args.quick else Sizes()
+    if args.merge_companies:
+        sizes = dataclasses.replace(sizes, merge_companies=args.merge_companies)
     work = Path(tempfile.mkdtemp(prefix="bench-issue11-"))
     bench = Bench(args, sizes, work)
     print(
