@@ -4,11 +4,12 @@ A page that is not valid JSON, or whose rows miss a field or carry a wrong type,
 error naming the page and the row; a company id seen twice in one day (within or across pages) is an
 error, not a silent double count.
 
-:func:`parse_usage_page_columns` gives the same page as columns for staging: pyarrow converts the rows in
-C, and the rules are checked on whole columns. It only does so where that provably means the same as the
-row-by-row parse (no float or NaN anywhere in the page, every row an object of exactly the three fields,
-ids already trimmed); every other page, and every page with an error, goes through
-:func:`parse_usage_page`, which words the error.
+:func:`parse_usage_page_columns` gives the same page as columns for staging: pyarrow reads the page in C
+(its JSON reader, with the page's exact shape as the schema; where that reader refuses the page, Python's
+``json`` and a conversion of the rows), and the rules are checked on whole columns. It only does so where
+that provably means the same as the row-by-row parse (no float or NaN anywhere in the page, every row an
+object of exactly the three fields, ids already trimmed); every other page, and every page with an error,
+goes through :func:`parse_usage_page`, which words the error.
 """
 
 from __future__ import annotations
@@ -69,6 +70,69 @@ def _columns_when_provably_equal(raw: bytes, day: dt.date, number: int) -> Usage
 
     from pipeline.sources.crm_columnar import strip_like_python
 
+    decoded = _read_by_arrow(raw, day)
+    if decoded is None:
+        decoded = _read_by_json(raw, day)
+    if decoded is None:
+        return None
+    rows, next_cursor = decoded
+    columns = rows.flatten()
+    if rows.null_count or any(column.null_count for column in columns):
+        return None
+    company_id, active_users, events = columns
+    if len(rows) and (
+        pc.min(active_users).as_py() < 0
+        or pc.min(events).as_py() < 0
+        or pc.max(active_users).as_py() > MAX_COUNT
+        or pc.max(events).as_py() > MAX_COUNT
+        or pc.min(pc.binary_length(company_id)).as_py() == 0
+        or not pc.all(pc.equal(company_id, strip_like_python(company_id))).as_py()
+    ):
+        return None
+    schema = usage_schema()
+    return UsageColumns(number, pa.RecordBatch.from_arrays(columns, schema=schema), next_cursor or None)
+
+
+def _read_by_arrow(raw: bytes, day: dt.date) -> tuple[Any, str | None] | None:
+    """The page's rows (a struct array) and cursor by pyarrow's JSON reader, given the page's exact shape:
+    one object of ``date`` (text), ``data`` (objects of the three fields) and ``next_cursor`` (text), no
+    other field anywhere. The reader refuses what the row parse would not read the same way (a float, a
+    bool or text where a count goes, a count past 64 bits, a key twice in an object, an unknown field, an
+    escape that is no character): None then, and the page is read by Python's ``json``."""
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    page_schema = pa.schema(
+        [("date", pa.string()), ("data", pa.list_(pa.struct(usage_schema()))), ("next_cursor", pa.string())]
+    )
+    try:
+        table = pajson.read_json(
+            pa.py_buffer(raw),
+            # One block for the whole page: an object split across blocks is refused, not read in parts.
+            read_options=pajson.ReadOptions(use_threads=False, block_size=len(raw) + (1 << 20)),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=page_schema, unexpected_field_behavior="error", newlines_in_values=True
+            ),
+        )
+        table.validate(full=True)  # the reader passes some bytes that are not UTF-8 through; this does not
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    # Exactly one object (blank input reads as none, two objects as two), with its rows as a list.
+    if (
+        table.num_rows != 1
+        or table["data"].null_count
+        or table["date"][0].as_py() not in (None, day.isoformat())
+    ):
+        return None
+    rows = table["data"].combine_chunks().values
+    return rows, table["next_cursor"][0].as_py()
+
+
+def _read_by_json(raw: bytes, day: dt.date) -> tuple[Any, str | None] | None:
+    """The page's rows (a struct array) and cursor by Python's ``json`` and a conversion of the rows; None
+    where that conversion could differ from the row parse."""
+    import pyarrow as pa
+
     inexact: list[str] = []
 
     def note_inexact(text: str) -> float:
@@ -85,28 +149,14 @@ def _columns_when_provably_equal(raw: bytes, day: dt.date, number: int) -> Usage
     data, next_cursor = body.get("data"), body.get("next_cursor")
     if type(data) is not list or not (next_cursor is None or type(next_cursor) is str):
         return None
-    # Exactly three keys, and (below) none of the three fields missing or null: the three fields only.
+    # Exactly three keys, and (in the caller) none of the three fields missing or null: the three fields only.
     if not all(type(item) is dict and len(item) == 3 for item in data):
         return None
-    schema = usage_schema()
     try:
-        rows = pa.array(data, type=pa.struct(schema))  # refuses a bool or text where an integer goes
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return None
-    columns = rows.flatten()
-    if rows.null_count or any(column.null_count for column in columns):
-        return None
-    company_id, active_users, events = columns
-    if len(rows) and (
-        pc.min(active_users).as_py() < 0
-        or pc.min(events).as_py() < 0
-        or pc.max(active_users).as_py() > MAX_COUNT
-        or pc.max(events).as_py() > MAX_COUNT
-        or pc.min(pc.binary_length(company_id)).as_py() == 0
-        or not pc.all(pc.equal(company_id, strip_like_python(company_id))).as_py()
-    ):
-        return None
-    return UsageColumns(number, pa.RecordBatch.from_arrays(columns, schema=schema), next_cursor or None)
+        rows = pa.array(data, type=pa.struct(usage_schema()))  # refuses a bool or text where an integer goes
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+        return None  # UnicodeEncodeError: a lone surrogate (the rows refuse it, naming the row)
+    return rows, next_cursor
 
 
 @dataclass(frozen=True)
@@ -117,6 +167,9 @@ class DecodedPage:
     data: list[Any]
     next_cursor: str | None
     where: str  # "usage page N of D (path)", the start of every error about it
+    # Whether the page may hold a \\u escape (or is UTF-16 or UTF-32, whose bytes hold NULs): only an escape
+    # makes text that UTF-8 cannot hold (a lone surrogate), so only such a page has its ids checked for one.
+    escapes: bool = False
 
 
 def parse_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None = None) -> UsagePage:
@@ -144,7 +197,7 @@ def decode_usage_page(raw: bytes, day: dt.date, number: int, path: Path | None =
     next_cursor = body.get("next_cursor")
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise UsagePageError(f"{where}: 'next_cursor' must be a string or null")
-    return DecodedPage(number, data, next_cursor or None, where)
+    return DecodedPage(number, data, next_cursor or None, where, escapes=b"\\u" in raw or b"\x00" in raw)
 
 
 def checked_usage_page(page: DecodedPage) -> UsagePage:
@@ -152,6 +205,7 @@ def checked_usage_page(page: DecodedPage) -> UsagePage:
     where = page.where
     rows: list[tuple[str, int, int]] = []
     append = rows.append
+    plain_text = not page.escapes
     for index, item in enumerate(page.data, start=1):
         # The common case, checked inline (a day can hold a million rows); anything unusual goes through
         # _usage_row, which applies the same rules and words the error.
@@ -165,11 +219,20 @@ def checked_usage_page(page: DecodedPage) -> UsagePage:
                 and 0 <= events <= MAX_COUNT
                 and company_id == company_id.strip()
                 and company_id
+                and (plain_text or _is_utf8_text(company_id))
             ):
                 append((company_id, users, events))
                 continue
         append(_usage_row(item, f"{where}, row {index}"))
     return UsagePage(number=page.number, rows=rows, next_cursor=page.next_cursor)
+
+
+def _is_utf8_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _usage_row(item: Any, where: str) -> tuple[str, int, int]:
@@ -183,6 +246,11 @@ def _usage_row(item: Any, where: str) -> tuple[str, int, int]:
     company_id = item["company_id"]
     if not isinstance(company_id, str) or not company_id.strip():
         raise UsagePageError(f"{where}: company_id must be a non-empty string, got {json.dumps(company_id)}")
+    if not _is_utf8_text(company_id):
+        raise UsagePageError(
+            f"{where}: company_id {json.dumps(company_id)} is not text the warehouse can store "
+            "(an escaped lone surrogate)"
+        )
     # Trimmed like the CRM snapshot's ids: "C1 " is the company C1 on every backend (MySQL's PAD SPACE
     # collations would match it with "C1" while PostgreSQL and SQLite would not).
     company_id = company_id.strip()

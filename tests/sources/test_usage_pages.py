@@ -61,6 +61,14 @@ PAGES = {
     "unicode ids": page([{"company_id": "Zürich ÄG", "active_users": 1, "events": 1}]),
     "the largest counts": page([{"company_id": "C1", "active_users": 2**31 - 1, "events": 2**31 - 1}]),
     "an unrelated field": page(GOOD, meta={"total": 2}),
+    "escapes in an id": page([{"company_id": "C\u00e9\ud83d\ude00\u0000", "active_users": 1, "events": 1}]),
+    "an escaped key": b'{"data": [{"\\u0063ompany_id": "C1", "active_users": 1, "events": 2}]}',
+    "printed over lines": json.dumps({"date": DAY.isoformat(), "data": GOOD}, indent=2).encode(),
+    "a byte order mark": b"\xef\xbb\xbf" + page(GOOD),
+    "a page over a MiB": page(
+        [{"company_id": f"C{n:07d}", "active_users": n % 7, "events": n % 11} for n in range(25_000)]
+    ),
+    "an empty cursor": page(GOOD, next_cursor=""),
     # Accepted by the rows but not provably by the columns: they go row by row, same result.
     "a float elsewhere": page(GOOD, meta=1.5),
     "an id to trim": page([{"company_id": " C1\t", "active_users": 1, "events": 1}]),
@@ -91,6 +99,16 @@ PAGES = {
     "not an object": b"[1, 2]",
     "not JSON": b'{"data": [',
     "not UTF-8": b'{"data": [{"company_id": "\xff", "active_users": 1, "events": 1}]}',
+    "not UTF-8 inside an id": b'{"data": [{"company_id": "C\xff1", "active_users": 1, "events": 1}]}',
+    "a lone surrogate": b'{"data": [{"company_id": "C\\ud800", "active_users": 1, "events": 1}]}',
+    "a key twice in the page": b'{"date": "2026-11-19", "date": "2026-11-20", "data": []}',
+    "two objects": b'{"data": []}\n{"data": []}',
+    "blank": b"  \n",
+    "a count past 64 bits in a page read by pyarrow": page(
+        [{"company_id": "C1", "active_users": 2**63, "events": 1}]
+    ),
+    "an exponent": b'{"data": [{"company_id": "C1", "active_users": 1e3, "events": 1}]}',
+    "a leading zero": b'{"data": [{"company_id": "C1", "active_users": 01, "events": 1}]}',
 }
 
 
@@ -111,7 +129,45 @@ def test_the_column_path_is_taken_for_plain_pages_and_only_for_them() -> None:
         "the largest counts",
         "an unrelated field",
         "keys twice",  # json.loads keeps the last value: both paths read the same object
+        "escapes in an id",
+        "an escaped key",
+        "printed over lines",
+        "a byte order mark",
+        "a page over a MiB",
+        "an empty cursor",
+        "a key twice in the page",
     }
+
+
+def test_plain_pages_are_read_by_pyarrows_json_reader_and_the_rest_by_pythons_json() -> None:
+    by_arrow = {name for name, raw in PAGES.items() if usage_pages._read_by_arrow(raw, DAY) is not None}
+    assert {
+        "plain",
+        "empty page",
+        "last page",
+        "no date field",
+        "printed over lines",
+        "a page over a MiB",
+    } <= by_arrow
+    # An unknown field, a key twice, a value that is no exact count, bytes that are not UTF-8: refused by the
+    # reader, read by json (and by the rows where json's reading could differ).
+    for name in (
+        "an unrelated field",
+        "keys twice",
+        "a key twice in the page",
+        "a float count",
+        "a bool count",
+        "a count past 64 bits in a page read by pyarrow",
+        "not UTF-8",
+        "not UTF-8 inside an id",
+        "a lone surrogate",
+        "two objects",
+        "blank",
+        "an exponent",
+        "a leading zero",
+        "an extra field",
+    ):
+        assert name not in by_arrow, name
 
 
 def test_random_pages_as_columns_are_the_pages_as_rows() -> None:
@@ -150,3 +206,18 @@ def test_a_count_the_warehouse_cannot_hold_fails_the_page_naming_the_row() -> No
         UsagePageError, match=r"usage page 3 of 2026-11-20, row 3 \(company_id 'C3'\): events"
     ):
         parse_usage_page_columns(raw, DAY, 3)
+
+
+def test_an_id_with_an_escaped_lone_surrogate_fails_the_page_naming_the_row() -> None:
+    """JSON can escape half of a UTF-16 pair; Python reads it as text that no UTF-8 column can store."""
+    raw = b'{"data": [{"company_id": "C1", "active_users": 1, "events": 1}, '
+    raw += b'{"company_id": "C\\udc00", "active_users": 1, "events": 1}]}'
+    message = (
+        r"usage page 3 of 2026-11-20, row 2: company_id \"C\\udc00\" is not text the warehouse can store"
+    )
+    for parse in (parse_usage_page, parse_usage_page_columns):
+        with pytest.raises(UsagePageError, match=message):
+            parse(raw, DAY, 3)
+    # The same page in UTF-16 (JSON's other encodings, which json reads too) is refused the same way.
+    with pytest.raises(UsagePageError, match="row 2: company_id"):
+        parse_usage_page(raw.decode().encode("utf-16"), DAY, 3)
