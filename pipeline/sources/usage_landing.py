@@ -35,6 +35,7 @@ from pipeline.sources.usage_pages import (
     decode_usage_page,
     parse_usage_page,
     parse_usage_page_columns,
+    provable_columns,
     usage_schema,
 )
 
@@ -76,7 +77,7 @@ def fetch_day(
     for meta, page in _resume(directory, day):
         tracker.add(page)
         pages_meta.append(meta)
-        rows += len(page.rows)
+        rows += page.row_count
         cursors_used.add(meta.get("cursor"))
         cursor = page.next_cursor
         client.stats.pages_resumed += 1
@@ -94,12 +95,13 @@ def fetch_day(
             for fetched_page in fetched:
                 number = fetched_page.number
                 meta = _land_page(directory, number, fetched_page.raw, fetched_page.cursor)
-                if isinstance(fetched_page.decoded, UsagePageError):
-                    raise fetched_page.decoded  # landed first: the raw page is kept for inspection
-                page = checked_usage_page(fetched_page.decoded)
+                decoded = fetched_page.decoded
+                if isinstance(decoded, UsagePageError):
+                    raise decoded  # landed first: the raw page is kept for inspection
+                page = decoded if isinstance(decoded, UsageColumns) else checked_usage_page(decoded)
                 tracker.add(page)
                 pages_meta.append(meta)
-                rows += len(page.rows)
+                rows += page.row_count
                 client.stats.pages_fetched += 1
                 if progress:
                     progress(len(pages_meta), rows)
@@ -129,12 +131,13 @@ def fetch_day(
 
 @dataclass(frozen=True)
 class _FetchedPage:
-    """A page as the API sent it, with its JSON decoded, or the error that decoding it raised."""
+    """A page as the API sent it: its rows as columns where every rule provably holds for them, else its
+    JSON decoded (rows checked by the caller), or the error that decoding it raised."""
 
     number: int
     cursor: str | None  # the cursor it was asked for with
     raw: bytes
-    decoded: DecodedPage | UsagePageError
+    decoded: UsageColumns | DecodedPage | UsagePageError
     loops: bool = False  # its next_cursor was followed before: the last page asked for
 
 
@@ -152,11 +155,14 @@ def _fetched_pages(
     followed = set(cursors_used)
     while True:
         raw = client.get_usage_page(day, cursor, number)
-        try:
-            decoded = decode_usage_page(raw, day, number, directory / PAGE_NAME.format(number=number))
-        except UsagePageError as error:
-            yield _FetchedPage(number, cursor, raw, error)
-            return
+        # Read in C (pyarrow mostly without the GIL) in this thread; a page it cannot prove goes by json.
+        decoded: UsageColumns | DecodedPage | None = provable_columns(raw, day, number)
+        if decoded is None:
+            try:
+                decoded = decode_usage_page(raw, day, number, directory / PAGE_NAME.format(number=number))
+            except UsagePageError as error:
+                yield _FetchedPage(number, cursor, raw, error)
+                return
         following = decoded.next_cursor
         loops = following is not None and following in followed
         yield _FetchedPage(number, cursor, raw, decoded, loops=loops)
@@ -189,7 +195,7 @@ def _land_page(directory: Path, number: int, raw: bytes, cursor: str | None) -> 
     return meta
 
 
-def _resume(directory: Path, day: dt.date) -> Iterator[tuple[dict[str, Any], UsagePage]]:
+def _resume(directory: Path, day: dt.date) -> Iterator[tuple[dict[str, Any], UsageColumns | UsagePage]]:
     """Pages landed by an earlier run, in order, while they are intact and valid.
 
     The first page that is missing its record, fails its checksum or does not parse is set aside
@@ -209,7 +215,7 @@ def _resume(directory: Path, day: dt.date) -> Iterator[tuple[dict[str, Any], Usa
                 raise LandingIntegrityError(
                     f"{page_path}: checksum differs from the one recorded when it landed"
                 )
-            page = parse_usage_page(raw, day, number, page_path)
+            page = parse_usage_page_columns(raw, day, number, page_path)
         except ProductApiError as error:
             log.warning("set aside landed page %s to fetch it again: %s", page_path, error)
             stamp = clock.utc_timestamp().replace(":", "")

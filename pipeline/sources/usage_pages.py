@@ -34,6 +34,13 @@ class UsagePage:
     rows: list[tuple[str, int, int]]
     next_cursor: str | None
 
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def company_ids(self) -> list[str]:
+        return [row[0] for row in self.rows]
+
 
 @dataclass(frozen=True)
 class UsageColumns:
@@ -42,6 +49,13 @@ class UsageColumns:
     number: int
     batch: Any
     next_cursor: str | None
+
+    @property
+    def row_count(self) -> int:
+        return self.batch.num_rows
+
+    def company_ids(self) -> list[str]:
+        return self.batch.column(0).to_pylist()
 
 
 def usage_schema() -> Any:
@@ -54,7 +68,7 @@ def parse_usage_page_columns(raw: bytes, day: dt.date, number: int, path: Path |
     """:func:`parse_usage_page` as columns: the same rows in the same order, or the same error."""
     import pyarrow as pa
 
-    fast = _columns_when_provably_equal(raw, day, number)
+    fast = provable_columns(raw, day, number)
     if fast is not None:
         return fast
     page = parse_usage_page(raw, day, number, path)
@@ -62,9 +76,9 @@ def parse_usage_page_columns(raw: bytes, day: dt.date, number: int, path: Path |
     return UsageColumns(page.number, pa.record_batch(values, schema=usage_schema()), page.next_cursor)
 
 
-def _columns_when_provably_equal(raw: bytes, day: dt.date, number: int) -> UsageColumns | None:
+def provable_columns(raw: bytes, day: dt.date, number: int) -> UsageColumns | None:
     """The page as columns when every rule holds for every row in a form pyarrow converts exactly as the
-    row parse reads it; None otherwise (the caller then parses row by row)."""
+    row parse reads it; None otherwise (the caller then parses row by row, which words any error)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -279,8 +293,8 @@ class DuplicateTracker:
         self._seen: set[str] = set()
         self._pages: list[tuple[int, list[str]]] = []  # each page's ids: the first page of a twin
 
-    def add(self, page: UsagePage) -> None:
-        ids = [row[0] for row in page.rows]
+    def add(self, page: UsagePage | UsageColumns) -> None:
+        ids = page.company_ids()
         unique = set(ids)
         if len(unique) == len(ids) and self._seen.isdisjoint(unique):
             self._seen |= unique  # the common case, at C speed

@@ -45,7 +45,7 @@ def page(data: object, **fields: object) -> bytes:
 
 
 def took_the_column_path(raw: bytes) -> bool:
-    return usage_pages._columns_when_provably_equal(raw, DAY, 3) is not None
+    return usage_pages.provable_columns(raw, DAY, 3) is not None
 
 
 GOOD = [
