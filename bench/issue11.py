@@ -1056,8 +1056,7 @@ def rolled_back_seconds(pg: Warehouse, statement: str, repeats: int, **params: d
     times = []
     for _ in range(repeats):
         with engine.connect() as connection, connection.begin() as transaction:
-            connection.exec_driver_sql("SET LOCAL jit = off")
-            connection.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+            merge.set_up_merge_transaction(connection)
             started = time.perf_counter()
             connection.exec_driver_sql(sql, params)
             times.append(time.perf_counter() - started)

@@ -66,16 +66,21 @@ def merge_day(
     with engine.begin() as connection:
         # Merges of days less than a week apart read and rewrite each other's rows: one at a time.
         lock_warehouse_for_writing(connection)
-        if is_postgres(connection):
-            # The planner overestimates the insert's join and JIT-compiles it (0.3 s a day for nothing);
-            # the per-company window sums of 100,000+ companies spill to disk at the 4 MB default.
-            connection.exec_driver_sql("SET LOCAL jit = off")
-            connection.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+        set_up_merge_transaction(connection)
         result = _write_day(connection, activity_date, loaded_at)
         if before_commit is not None:
             before_commit(connection, result)
         fault_point("merge:validated")
     return result
+
+
+def set_up_merge_transaction(connection: Connection) -> None:
+    """The merge's settings for the rest of the current transaction (PostgreSQL; none elsewhere)."""
+    if is_postgres(connection):
+        # The planner overestimates the insert's join and JIT-compiles it (0.3 s a day for nothing);
+        # the per-company window sums of 100,000+ companies spill to disk at the 4 MB default.
+        connection.exec_driver_sql("SET LOCAL jit = off")
+        connection.exec_driver_sql("SET LOCAL work_mem = '256MB'")
 
 
 def _write_day(connection: Connection, activity_date: dt.date, loaded_at: dt.datetime) -> MergeResult:
