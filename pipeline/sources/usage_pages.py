@@ -181,7 +181,7 @@ class DecodedPage:
     data: list[Any]
     next_cursor: str | None
     where: str  # "usage page N of D (path)", the start of every error about it
-    # Whether the page may hold a \\u escape (or is UTF-16 or UTF-32, whose bytes hold NULs): only an escape
+    # Whether the page may hold a \u escape (or is UTF-16 or UTF-32, whose bytes hold NULs): only an escape
     # makes text that UTF-8 cannot hold (a lone surrogate), so only such a page has its ids checked for one.
     escapes: bool = False
 
